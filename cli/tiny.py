@@ -1,0 +1,34 @@
+"""``make-tiny-models DIR``: every model the workflows use, tiny and random, in the real on-disk formats."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..nodes.zeroscope import tiny as zeroscope_tiny
+
+# Each stage's builder: make(models_dir) -> list of written paths.
+BUILDERS = (zeroscope_tiny.make,)
+
+MARKER = "TINY_RANDOM_MODEL.txt"
+
+
+def make_tiny_models(models_dir: str) -> list[str]:
+    """Write every tiny model into the ComfyUI-style ``models_dir``; returns the written paths."""
+    os.makedirs(models_dir, exist_ok=True)
+    written: list[str] = []
+    for make in BUILDERS:
+        written += make(models_dir)
+    return written
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("make-tiny-models", help=__doc__.split(":")[0], description=__doc__)
+    p.add_argument("dir", help="a ComfyUI-style models folder (zeroscope/, film/, ... are created in it)")
+    p.set_defaults(handler=lambda args: _run(args.dir))
+
+
+def _run(models_dir: str) -> int:
+    for path in make_tiny_models(models_dir):
+        print(path)
+    return 0

@@ -1,0 +1,15 @@
+"""Every stage's nodes, gathered for ComfyUI."""
+
+from . import host
+from .broadcast import nodes as _broadcast
+from .zeroscope import nodes as _zeroscope
+
+host.register_model_folders()
+
+_STAGES = (_zeroscope, _broadcast)
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+for _stage in _STAGES:
+    NODE_CLASS_MAPPINGS.update(_stage.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_stage.NODE_DISPLAY_NAME_MAPPINGS)

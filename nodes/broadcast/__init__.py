@@ -1,0 +1,1 @@
+"""Output: mp4 files, ffconcat playlists and the live channel."""

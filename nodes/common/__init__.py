@@ -1,0 +1,1 @@
+"""Pieces every stage shares: the model cache, IMAGE/AUDIO helpers and ffmpeg."""

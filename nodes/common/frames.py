@@ -1,0 +1,70 @@
+"""ComfyUI IMAGE batches (``[frames, H, W, C]`` float 0..1) and the disk-backed store for long videos.
+
+A long video is still an IMAGE: :func:`new_frames` returns a plain float32 tensor that, past a size
+threshold, is memory-mapped from an unlinked file in the temp folder. Other packs see an ordinary
+tensor; the frames live in the page cache, which the OS evicts as needed, so the process's own
+memory stays flat however many frames a stage writes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from .. import host
+
+DISK_THRESHOLD_BYTES = int(float(os.environ.get("COMFYUI_WEBTV_DISK_FRAMES_MB", "512")) * 2**20)
+
+
+def new_frames(count: int, height: int, width: int, channels: int = 3, on_disk: bool | None = None) -> torch.Tensor:
+    """A zeroed IMAGE of ``count`` frames; on disk when ``on_disk`` or when larger than the threshold."""
+    numel = count * height * width * channels
+    if on_disk is None:
+        on_disk = numel * 4 > DISK_THRESHOLD_BYTES
+    if not on_disk or numel == 0:
+        return torch.zeros(count, height, width, channels)
+    fd, path = tempfile.mkstemp(prefix="webtv-frames-", suffix=".f32", dir=host.temp_dir())
+    try:
+        os.ftruncate(fd, numel * 4)
+        frames = torch.from_file(path, shared=True, size=numel, dtype=torch.float32)
+    finally:
+        os.close(fd)
+        os.unlink(path)  # the mapping keeps the data; the file vanishes with the tensor
+    return frames.view(count, height, width, channels)
+
+
+def is_on_disk(frames: torch.Tensor) -> bool:
+    """True when ``frames`` is memory-mapped from a file (see :func:`new_frames`)."""
+    storage = frames.untyped_storage()
+    return storage.filename is not None if hasattr(storage, "filename") else False
+
+
+def check_image(images, input_name: str, min_frames: int = 1) -> torch.Tensor:
+    """Validate an IMAGE input and return it, or raise an error that names the input."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{input_name}: expected an IMAGE batch [frames, height, width, 3], got {shape}.")
+    if images.shape[0] < min_frames:
+        raise ValueError(
+            f"{input_name}: needs at least {min_frames} frame(s), got {images.shape[0]}; connect a longer video."
+        )
+    return images[..., :3] if images.shape[-1] == 4 else images
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """IMAGE frames to an ``[F, H, W, 3]`` uint8 array (rounded, clipped)."""
+    return (frames[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def to_video_tensor(frames: torch.Tensor) -> torch.Tensor:
+    """IMAGE ``[F, H, W, C]`` in 0..1 to a model video ``[1, C, F, H, W]`` in -1..1."""
+    return frames[..., :3].permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1
+
+
+def from_video_tensor(video: torch.Tensor) -> torch.Tensor:
+    """Model video ``[B, C, F, H, W]`` in -1..1 to IMAGE ``[B*F, H, W, C]`` in 0..1 (float32, CPU)."""
+    frames = (video.float().clamp(-1, 1) + 1) / 2
+    return frames.permute(0, 2, 3, 4, 1).reshape(-1, *frames.shape[3:], frames.shape[1]).cpu()

@@ -1,0 +1,234 @@
+"""The pack's one bridge to ComfyUI.
+
+Everything that touches ComfyUI internals (``folder_paths``, ``comfy.utils``,
+``comfy.model_management``, ``server``) lives here. Without ComfyUI the same
+functions fall back to standalone behaviour, so the engines run in tests, the
+CLI or a batch worker:
+
+- model and output folders come from ``COMFYUI_WEBTV_MODELS`` / ``COMFYUI_WEBTV_OUTPUT``
+  (default ``./models`` and ``./output``) or :func:`configure`;
+- progress goes to listeners added with :func:`add_progress_listener`;
+- interruption is requested with :func:`request_interrupt`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Callable
+
+import torch
+
+try:  # pragma: no cover - exercised only inside ComfyUI
+    import folder_paths
+    import comfy.model_management as _mm
+    import comfy.utils as _cu
+
+    IN_COMFYUI = True
+except ImportError:
+    folder_paths = _mm = _cu = None
+    IN_COMFYUI = False
+
+# Model kinds the pack registers: name -> (folder under models/, file extensions or None for folders).
+MODEL_FOLDERS: dict[str, tuple[str, set[str] | None]] = {
+    "zeroscope": ("zeroscope", None),
+    "streaming_t2v": ("streaming_t2v", {".ckpt", ".safetensors"}),
+    "open_clip": ("open_clip", {".bin", ".safetensors", ".pt"}),
+    "film": ("film", {".pt", ".pth", ".safetensors"}),
+    "musicgen": ("musicgen", None),
+    "llm": ("llm", None),
+}
+
+_standalone = {
+    "models": os.environ.get("COMFYUI_WEBTV_MODELS", os.path.abspath("models")),
+    "output": os.environ.get("COMFYUI_WEBTV_OUTPUT", os.path.abspath("output")),
+}
+_interrupt = threading.Event()
+_progress_listeners: list[Callable[[int, int], None]] = []
+
+
+class Interrupted(Exception):
+    """Raised in standalone mode when :func:`request_interrupt` was called."""
+
+
+def configure(models_dir: str | None = None, output_dir: str | None = None) -> None:
+    """Set the standalone models and output folders (ignored inside ComfyUI)."""
+    if models_dir:
+        _standalone["models"] = os.path.abspath(models_dir)
+    if output_dir:
+        _standalone["output"] = os.path.abspath(output_dir)
+
+
+# ---------------------------------------------------------------- folders
+
+def register_model_folders() -> None:
+    """Register the pack's model kinds with ComfyUI so users can map them in extra_model_paths.yaml."""
+    if not IN_COMFYUI:
+        return
+    for kind, (sub, exts) in MODEL_FOLDERS.items():
+        path = os.path.join(folder_paths.models_dir, sub)
+        if kind in folder_paths.folder_names_and_paths:
+            paths = folder_paths.folder_names_and_paths[kind][0]
+            if path not in paths:
+                paths.append(path)
+        else:
+            folder_paths.folder_names_and_paths[kind] = ([path], set(exts or ()))
+
+
+def model_dirs(kind: str) -> list[str]:
+    """Every folder where models of ``kind`` are looked for; the first is the default."""
+    if IN_COMFYUI:
+        dirs = list(folder_paths.get_folder_paths(kind))
+        if kind == "zeroscope":
+            dirs += folder_paths.get_folder_paths("diffusers")
+        return dirs
+    dirs = [os.path.join(_standalone["models"], MODEL_FOLDERS[kind][0])]
+    if kind == "zeroscope":
+        dirs.append(os.path.join(_standalone["models"], "diffusers"))
+    return dirs
+
+
+def list_models(kind: str) -> list[str]:
+    """Model names of ``kind``: sub-folders for folder kinds, files for file kinds."""
+    exts = MODEL_FOLDERS[kind][1]
+    names: set[str] = set()
+    for root in model_dirs(kind):
+        if not os.path.isdir(root):
+            continue
+        for entry in os.listdir(root):
+            full = os.path.join(root, entry)
+            if exts is None and os.path.isdir(full):
+                names.add(entry)
+            elif exts is not None and os.path.isfile(full) and os.path.splitext(entry)[1] in exts:
+                names.add(entry)
+    return sorted(names)
+
+
+def find_model(kind: str, name: str) -> str | None:
+    """Full path of a model name of ``kind``, or None when it is in none of its folders."""
+    if os.path.isabs(name):
+        return name if os.path.exists(name) else None
+    for root in model_dirs(kind):
+        full = os.path.join(root, name)
+        if os.path.exists(full):
+            return full
+    return None
+
+
+def output_dir() -> str:
+    """The folder every output of the pack goes under."""
+    path = folder_paths.get_output_directory() if IN_COMFYUI else _standalone["output"]
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def temp_dir() -> str:
+    """Scratch folder for previews and frame stores."""
+    if IN_COMFYUI:
+        path = folder_paths.get_temp_directory()
+    else:
+        path = os.path.join(os.path.dirname(_standalone["output"]), "temp")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def output_path(relative: str, input_name: str = "filename_prefix") -> str:
+    """Resolve ``relative`` under the output dir, refusing any path that leaves it."""
+    root = os.path.realpath(output_dir())
+    full = os.path.realpath(os.path.join(root, relative))
+    if os.path.commonpath([root, full]) != root:
+        raise ValueError(
+            f"{input_name}: {relative!r} points outside the output folder {root}; "
+            "use a path relative to the output folder, without '..'."
+        )
+    return full
+
+
+# ---------------------------------------------------------------- devices
+
+def torch_device() -> torch.device:
+    """The device models run on."""
+    if IN_COMFYUI:
+        return _mm.get_torch_device()
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    """Where idle models wait between runs."""
+    return _mm.unet_offload_device() if IN_COMFYUI else torch.device("cpu")
+
+
+def soft_empty_cache() -> None:
+    """Give cached accelerator memory back."""
+    if IN_COMFYUI:
+        _mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------- progress and interruption
+
+def check_interrupt() -> None:
+    """Raise if the user asked to stop (ComfyUI's Cancel, or :func:`request_interrupt`)."""
+    if IN_COMFYUI:
+        _mm.throw_exception_if_processing_interrupted()
+    elif _interrupt.is_set():
+        _interrupt.clear()
+        raise Interrupted("interrupted")
+
+
+def request_interrupt() -> None:
+    """Standalone equivalent of ComfyUI's Cancel button."""
+    _interrupt.set()
+
+
+def add_progress_listener(listener: Callable[[int, int], None]) -> Callable[[], None]:
+    """Call ``listener(value, total)`` on every standalone progress update; returns a remover."""
+    _progress_listeners.append(listener)
+    return lambda: _progress_listeners.remove(listener)
+
+
+class ProgressBar:
+    """ComfyUI's progress bar (one per node run); every update is also an interrupt point."""
+
+    def __init__(self, total: int):
+        self.total = max(int(total), 1)
+        self.value = 0
+        self._bar = _cu.ProgressBar(self.total) if IN_COMFYUI else None
+
+    def update(self, n: int = 1) -> None:
+        self.update_absolute(self.value + n)
+
+    def update_absolute(self, value: int, total: int | None = None) -> None:
+        if total is not None:
+            self.total = max(int(total), 1)
+        self.value = min(int(value), self.total)
+        if self._bar is not None:
+            self._bar.update_absolute(self.value, self.total)
+        for listener in list(_progress_listeners):
+            listener(self.value, self.total)
+        check_interrupt()
+
+
+# ---------------------------------------------------------------- server and lifetime
+
+def add_routes(register: Callable[[object], None]) -> bool:
+    """Let ``register(routes)`` add aiohttp routes to ComfyUI's server; False when standalone."""
+    if not IN_COMFYUI:
+        return False
+    try:
+        from server import PromptServer
+    except ImportError:
+        return False
+    if getattr(PromptServer, "instance", None) is None:
+        return False
+    register(PromptServer.instance.routes)
+    return True
+
+
+def on_shutdown(callback: Callable[[], None]) -> None:
+    """Run ``callback`` when ComfyUI (or the standalone process) exits."""
+    atexit.register(callback)
