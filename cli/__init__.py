@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import station, tiny
+from . import film, station, tiny
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,5 +12,6 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     station.add_parser(commands)
     tiny.add_parser(commands)
+    film.add_parser(commands)
     args = parser.parse_args(argv)
     return args.handler(args)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..nodes.film import tiny as film_tiny
 from ..nodes.zeroscope import tiny as zeroscope_tiny
 
 # Each stage's builder: make(models_dir) -> list of written paths.
-BUILDERS = (zeroscope_tiny.make,)
+BUILDERS = (zeroscope_tiny.make, film_tiny.make)
 
 MARKER = "TINY_RANDOM_MODEL.txt"
 

@@ -2,11 +2,12 @@
 
 from . import host
 from .broadcast import nodes as _broadcast
+from .film import nodes as _film
 from .zeroscope import nodes as _zeroscope
 
 host.register_model_folders()
 
-_STAGES = (_zeroscope, _broadcast)
+_STAGES = (_zeroscope, _broadcast, _film)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
