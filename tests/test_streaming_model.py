@@ -1,0 +1,251 @@
+"""StreamingT2V modules: official key schema, zero-init identity, CAM and APM wiring, guidance (design §10.1, 3-6)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import UNet3DConditionModel
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+from comfyui_webtv.nodes.streaming.apm import APMAttnProcessor, mix_context
+from comfyui_webtv.nodes.streaming.cam import CAMEncoder
+from comfyui_webtv.nodes.streaming.config import OFFICIAL, TINY
+from comfyui_webtv.nodes.streaming.extend import chunk_predictor, guidance_branches
+from comfyui_webtv.nodes.streaming.model import build_modules
+from comfyui_webtv.nodes.streaming.tiny import randomise_zero_init
+from comfyui_webtv.nodes.streaming.unet import StreamingUNet3D
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- §10.1 key schema at full size
+
+SKIP_CHANNELS = [320, 320, 320, 320, 640, 640, 640, 1280, 1280, 1280, 1280, 1280]
+APM_LAYERS = (
+    [f"down_blocks.{b}.attentions.{a}" for b in range(3) for a in range(2)]
+    + ["mid_block.attentions.0"]
+    + [f"up_blocks.{b}.attentions.{a}" for b in (1, 2, 3) for a in range(3)]
+)
+
+
+def merger_keys(prefix: str, c: int) -> dict[str, tuple]:
+    t = prefix + ".temporal_transformer."
+    return {
+        t + "norm.weight": (c,), t + "norm.bias": (c,), t + "proj_in.weight": (c, c), t + "proj_in.bias": (c,),
+        t + "attention.to_q.weight": (c, c), t + "attention.to_k.weight": (c, c), t + "attention.to_v.weight": (c, c),
+        t + "attention.to_out.0.weight": (c, c), t + "attention.to_out.0.bias": (c,),
+        t + "proj_out.weight": (c, c), t + "proj_out.bias": (c,),
+    }
+
+
+def shapes(module) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def official_modules():
+    with torch.device("meta"):
+        plain = UNet3DConditionModel(**OFFICIAL.unet_kwargs())
+    unet, cam, resampler, encoder = build_modules(OFFICIAL, "meta")
+    return plain, unet, cam, resampler, encoder
+
+
+def test_extension_unet_keys_are_the_official_ones(official_modules):
+    plain, unet, *_ = official_modules
+    expected = shapes(plain)  # ModelScope UNet3D: standard diffusers names
+    for layer in APM_LAYERS:
+        a = layer + ".transformer_blocks.0.attn2."
+        expected.update({a + "alpha": (), a + "conv.weight": (77, 93, 3), a + "conv.bias": (77,),
+                         a + "conv_ln.weight": (1024,), a + "conv_ln.bias": (1024,)})
+    for k, c in enumerate(SKIP_CHANNELS):
+        expected.update(merger_keys(f"cross_attention_merger_down_blocks.{k}", c))
+    expected.update(merger_keys("cross_attention_merger_mid_block", 1280))
+    assert shapes(unet) == expected
+    assert len(unet.apm_layers()) == 16
+    base = sum(torch.Size(s).numel() for s in shapes(plain).values())
+    mergers = sum(torch.Size(s).numel() for k, s in expected.items() if k.startswith("cross_attention_merger"))
+    assert 1.40e9 < base < 1.42e9 and 68e6 < mergers < 70e6  # ≈1.41 B base, ≈69 M in the mergers
+
+
+def test_cam_resampler_image_encoder_keys_are_the_official_ones(official_modules):
+    plain, _, cam, resampler, encoder = official_modules
+    encoder_half = ("conv_in.", "time_embedding.", "transformer_in.", "down_blocks.", "mid_block.")
+    expected = {k: s for k, s in shapes(plain).items() if k.startswith(encoder_half)}
+    cond = [(32, 3), (32, 32), (96, 32), (96, 96), (256, 96), (256, 256), (512, 256)]
+    names = ["conv_in"] + [f"blocks.{i}" for i in range(6)]
+    for name, (cout, cin) in zip(names, cond):
+        expected[f"controlnet_cond_embedding.{name}.weight"] = (cout, cin, 3, 3)
+        expected[f"controlnet_cond_embedding.{name}.bias"] = (cout,)
+    expected["controlnet_cond_embedding.conv_out.weight"] = (320, 512, 3, 3)
+    expected["controlnet_cond_embedding.conv_out.bias"] = (320,)
+    assert shapes(cam) == expected  # no keys for the Identity zero-convolutions
+    assert shapes(resampler) == {
+        "context_embedding.0.weight": (1280, 1024), "context_embedding.0.bias": (1280,),
+        "context_embedding.2.weight": (16384, 1280), "context_embedding.2.bias": (16384,),
+    }
+    vit = {"visual.conv1.weight": (1280, 3, 14, 14), "visual.class_embedding": (1280,),
+           "visual.positional_embedding": (257, 1280), "visual.proj": (1280, 1024)}
+    for ln in ("ln_pre", "ln_post"):
+        vit.update({f"visual.{ln}.weight": (1280,), f"visual.{ln}.bias": (1280,)})
+    for i in range(32):
+        r = f"visual.transformer.resblocks.{i}."
+        vit.update({r + "ln_1.weight": (1280,), r + "ln_1.bias": (1280,), r + "ln_2.weight": (1280,), r + "ln_2.bias": (1280,),
+                    r + "attn.in_proj_weight": (3840, 1280), r + "attn.in_proj_bias": (3840,),
+                    r + "attn.out_proj.weight": (1280, 1280), r + "attn.out_proj.bias": (1280,),
+                    r + "mlp.c_fc.weight": (5120, 1280), r + "mlp.c_fc.bias": (5120,),
+                    r + "mlp.c_proj.weight": (1280, 5120), r + "mlp.c_proj.bias": (1280,)})
+    assert shapes(encoder) == vit
+
+
+# ---------------------------------------------------------------- tiny modules
+
+def inputs(batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = TINY
+    x = torch.randn(batch, 4, cfg.chunk_frames, 8, 8, generator=g)
+    text = torch.randn(batch, 77, cfg.cross_attention_dim, generator=g)
+    image = torch.randn(batch, 16, cfg.cross_attention_dim, generator=g)
+    control = torch.rand(batch * cfg.control_frames, 3, 64, 64, generator=g) * 2 - 1
+    return x, text, image, control
+
+
+@pytest.fixture(scope="module")
+def tiny_pair():
+    """A plain UNet3D and a zero-initialised StreamingUNet3D + CAM with the same base weights."""
+    torch.manual_seed(0)
+    plain = UNet3DConditionModel(**TINY.unet_kwargs()).eval()
+    unet = StreamingUNet3D(TINY).eval()
+    missing, unexpected = unet.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(".attn2." in k or "cross_attention_merger" in k for k in missing)
+    cam = CAMEncoder.from_unet(plain, TINY).eval()
+    return plain, unet, cam
+
+
+@torch.no_grad()
+def test_zero_initialised_cam_and_apm_reproduce_the_plain_unet3d(tiny_pair):
+    plain, unet, cam = tiny_pair
+    x, text, image, control = inputs()
+    reference = plain(x, 321, text).sample
+    features = cam(x, 321, text, control)
+    assert torch.allclose(unet(x, 321, torch.cat([text, image], 1), cam=features), reference, atol=1e-6)
+    assert torch.allclose(unet(x, 321, text, cam=features), reference, atol=1e-6)  # 77-token context
+    assert torch.allclose(unet(x, 321, text), reference, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Tiny modules whose CAM and APM parameters are non-zero (as after training)."""
+    torch.manual_seed(1)
+    unet, cam, resampler, encoder = build_modules(TINY)
+    randomise_zero_init(unet, cam, scale=0.2)
+    return unet.eval(), cam.eval(), resampler.eval(), encoder.eval()
+
+
+@torch.no_grad()
+def test_cam_wiring(trained):
+    unet, cam, *_ = trained
+    x, text, image, control = inputs()
+    ctx = torch.cat([text, image], 1)
+    seen = {}
+    cam.conv_in.register_forward_hook(lambda m, args, out: seen.update(cam_in=args[0].clone()))
+    features = cam(x, 500, ctx, control)
+    f_cond = TINY.control_frames
+    expected_in = x[:, :, :f_cond].permute(0, 2, 1, 3, 4).reshape(-1, 4, 8, 8)
+    assert torch.equal(seen["cam_in"], expected_in)  # CAM reads exactly x_t[:, :, :F_cond]
+
+    later = x.clone()
+    later[:, :, f_cond:] = torch.randn_like(later[:, :, f_cond:])
+    again = cam(later, 500, ctx, control)
+    assert all(torch.equal(a, b) for a, b in zip(features[0] + [features[1]], again[0] + [again[1]]))
+
+    out = unet(x, 500, ctx, cam=features)
+    other = cam(x, 500, ctx, control.flip(0))
+    assert not torch.allclose(unet(x, 500, ctx, cam=other), out, atol=1e-5)  # control frames matter
+
+    mergers = list(unet.cross_attention_merger_down_blocks)
+    assert len(mergers) == len(features[0])
+    for merger, skip in zip(mergers, features[0]):
+        assert merger.temporal_transformer.norm.num_channels == skip.shape[1]
+        assert skip.shape[0] == 2 * f_cond
+    assert unet.cross_attention_merger_mid_block.temporal_transformer.norm.num_channels == features[1].shape[1]
+
+
+@torch.no_grad()
+def test_apm_wiring(trained):
+    unet, cam, *_ = trained
+    x, text, image, control = inputs()
+    features = cam(x, 500, text, control)
+    out = unet(x, 500, torch.cat([text, image], 1), cam=features)
+    assert not torch.allclose(unet(x, 500, torch.cat([text, image * 2], 1), cam=features), out, atol=1e-5)
+
+    key_lengths = []
+    hooks = [a.to_k.register_forward_hook(lambda m, args, o: key_lengths.append(args[0].shape[1])) for a in unet.apm_layers()]
+    unet(x, 500, torch.cat([text, image], 1), cam=features)
+    for h in hooks:
+        h.remove()
+    assert key_lengths and set(key_lengths) == {77}  # keys/values come from the 77 mixed tokens
+
+    layer = unet.apm_layers()[0]
+    ctx = torch.cat([text, image], 1)
+    manual = text + torch.nn.functional.silu(layer.alpha) * layer.conv_ln(
+        torch.nn.functional.conv1d(ctx, layer.conv.weight, layer.conv.bias, padding=1))
+    assert torch.allclose(mix_context(layer, ctx), manual, atol=1e-6)
+
+    alphas = [a.alpha.clone() for a in unet.apm_layers()]
+    for a in unet.apm_layers():
+        a.alpha.zero_()
+    zero = unet(x, 500, torch.cat([text, image], 1), cam=features)
+    assert torch.allclose(unet(x, 500, torch.cat([text, -image], 1), cam=features), zero, atol=1e-6)
+    for a, value in zip(unet.apm_layers(), alphas):
+        a.alpha.copy_(value)
+
+
+@torch.no_grad()
+def test_apm_mixes_for_every_attention_backend(trained):
+    unet, cam, *_ = trained
+    x, text, image, control = inputs()
+    ctx = torch.cat([text, image], 1)
+    features = cam(x, 500, text, control)
+    sdpa = unet(x, 500, ctx, cam=features)
+    unet.set_attn_processor(AttnProcessor())  # plain softmax backend, set the diffusers way
+    try:
+        assert all(isinstance(a.processor, APMAttnProcessor) and isinstance(a.processor.inner, AttnProcessor)
+                   for a in unet.apm_layers())
+        manual = unet(x, 500, ctx, cam=features)
+        assert torch.allclose(manual, sdpa, atol=1e-5)
+        unet.set_attention_slice(1)  # sliced attention keeps the mixing too
+        assert torch.allclose(unet(x, 500, ctx, cam=features), sdpa, atol=1e-5)
+    finally:
+        unet.set_attn_processor(AttnProcessor2_0())
+    with pytest.raises(ValueError, match="text tokens"):
+        unet(x, 500, torch.cat([text, image[:, :3]], 1))
+
+
+@torch.no_grad()
+def test_guidance_branches_and_equivalences(trained):
+    unet, cam, resampler, encoder = trained
+    anchor = torch.rand(1, 3, 64, 64) * 2 - 1
+    tokens = resampler(encoder(torch.cat([anchor, torch.zeros_like(anchor)])))
+    assert tokens.shape == (2, 16, TINY.cross_attention_dim)
+    x, text, _, control = inputs(batch=1)
+    text2 = torch.cat([torch.randn_like(text), text])  # [negative, prompt]
+    two = guidance_branches(text2, tokens[0:1], tokens[1:2], 7.5)
+    # the unconditional branch is the negative prompt with the all-zero image's tokens
+    assert torch.equal(two.contexts[0, 77:], tokens[1]) and torch.equal(two.contexts[1, 77:], tokens[0])
+    three = guidance_branches(text2, tokens[0:1], tokens[1:2], 7.5, anchor_guidance=7.5)
+    model = SimpleNamespace(unet=unet, cam=cam)
+    scheduler = SimpleNamespace(scale_model_input=lambda sample, t: sample)
+    ctrl = control[: TINY.control_frames]
+    batched = chunk_predictor(model, two, ctrl, scheduler)(x, 400)
+    assert torch.allclose(chunk_predictor(model, three, ctrl, scheduler)(x, 400), batched, atol=1e-4)
+    assert torch.allclose(chunk_predictor(model, two, ctrl, scheduler, sequential=True)(x, 400), batched, atol=1e-5)
+    different = guidance_branches(text2, tokens[0:1], tokens[1:2], 7.5, anchor_guidance=2.0)
+    assert not torch.allclose(chunk_predictor(model, different, ctrl, scheduler)(x, 400), batched, atol=1e-4)
