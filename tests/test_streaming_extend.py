@@ -1,0 +1,97 @@
+"""The autoregressive StreamingT2V loop on the tiny model: bookkeeping, determinism, memory (§10.7)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfyui_webtv.nodes.common import frames as frames_mod
+from comfyui_webtv.nodes.streaming import extend as extend_mod
+from comfyui_webtv.nodes.streaming import tiny
+from comfyui_webtv.nodes.streaming.extend import extend, extension_steps, fit_square
+from comfyui_webtv.nodes.streaming.model import load_model
+from comfyui_webtv.nodes.zeroscope.sampler import decode_latents
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    base, ckpt, _ = tiny.make(str(tmp_path_factory.mktemp("st2v_models")))
+    return load_model(ckpt, base)
+
+
+def clip(count=16, seed=0):
+    return torch.rand(count, 48, 80, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def test_frame_count_arithmetic():
+    # the official count: 16 + 8 (n - 1) frames after n - 1 extension steps (1200 frames: 148 steps)
+    for n in range(1, 151):
+        assert extension_steps(16, 16 + 8 * (n - 1), 8) == n - 1
+    assert extension_steps(16, 1200, 8) == 148 and extension_steps(16, 37, 8) == 3
+    assert extension_steps(24, 16, 8) == 0
+
+
+def test_bookkeeping(model, monkeypatch):
+    """Control frames, kept frames and the anchor, chunk by chunk."""
+    controls, denoised, decoded, anchors = [], [], [], []
+    cam_forward = model.cam.forward
+    monkeypatch.setattr(model.cam, "forward", lambda x, t, ctx, control: controls.append(control.clone()) or cam_forward(x, t, ctx, control))
+    encoder_forward = model.image_encoder.forward
+    monkeypatch.setattr(model.image_encoder, "forward", lambda f: anchors.append(f.clone()) or encoder_forward(f))
+    real_denoise = extend_mod.denoise
+    monkeypatch.setattr(extend_mod, "denoise", lambda *a, **k: denoised.append(real_denoise(*a, **k)) or denoised[-1])
+    real_decode = extend_mod.decode_latents
+    monkeypatch.setattr(extend_mod, "decode_latents", lambda m, lat, **k: decoded.append(lat.clone()) or real_decode(m, lat, **k))
+
+    init = clip()
+    out = extend(model, init, "a red car", "blurry", total_frames=37, steps=1, seed=3, anchor_index=5)
+    assert out.shape == (37, 64, 64, 3)
+    assert torch.equal(out[:16], fit_square(init, 64, "stretch"))
+    assert len(denoised) == 3 and [d.shape[2] for d in decoded] == [8, 8, 5]
+    positions = [16, 24, 32]
+    for i, position in enumerate(positions):
+        expected = out[position - 8 : position].permute(0, 3, 1, 2) * 2 - 1  # last 8 frames of the video so far
+        assert torch.equal(controls[i][:8], expected) and torch.equal(controls[i][8:], expected)  # both CFG branches
+        assert torch.equal(decoded[i], denoised[i][:, :, 8 : 8 + decoded[i].shape[2]])  # kept frames: window[8:]
+    assert len(anchors) == 1  # the anchor's tokens are computed once and stay constant
+    anchor = fit_square(init[5:6], 64, "stretch").permute(0, 3, 1, 2) * 2 - 1
+    assert torch.equal(anchors[0][0:1], anchor) and torch.equal(anchors[0][1:], torch.zeros_like(anchor))
+
+
+def test_same_seed_same_video_and_fewer_frames_per_step(model):
+    init = clip(10, seed=1)
+    a = extend(model, init, "waves", total_frames=20, steps=1, seed=5, frames_per_step=5)
+    b = extend(model, init, "waves", total_frames=20, steps=1, seed=5, frames_per_step=5)
+    c = extend(model, init, "waves", total_frames=20, steps=1, seed=6, frames_per_step=5)
+    assert a.shape[0] == 20 and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+    short = extend(model, init, "waves", total_frames=6, steps=1)  # no extension: the clip, cut
+    assert torch.equal(short, fit_square(init[:6], 64, "stretch"))
+
+
+def test_decoding_kept_frames_equals_decoding_all_then_slicing(model):
+    latents = torch.randn(1, 4, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(decode_latents(model, latents[:, :, 8:]), decode_latents(model, latents)[8:], atol=1e-6)
+
+
+def test_finished_frames_go_to_the_disk_backed_store(model, monkeypatch, output_dir):
+    monkeypatch.setattr(frames_mod, "DISK_THRESHOLD_BYTES", 1)
+    out = extend(model, clip(8), "rain", total_frames=16, steps=1)
+    assert frames_mod.is_on_disk(out) and out.shape[0] == 16
+
+
+def test_bad_input(model):
+    with pytest.raises(ValueError, match="frames: .*last 8 frames, got 7"):
+        extend(model, clip(7), "x", total_frames=24)
+    with pytest.raises(ValueError, match="anchor_index: 16 is outside"):
+        extend(model, clip(16), "x", total_frames=24, anchor_index=16)
+    with pytest.raises(ValueError, match="frames_per_step: must be 1 to 8"):
+        extend(model, clip(16), "x", total_frames=24, frames_per_step=9)
