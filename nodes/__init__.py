@@ -3,11 +3,13 @@
 from . import host
 from .broadcast import nodes as _broadcast
 from .film import nodes as _film
+from .music import nodes as _music
+from .prompts import nodes as _prompts
 from .zeroscope import nodes as _zeroscope
 
 host.register_model_folders()
 
-_STAGES = (_zeroscope, _broadcast, _film)
+_STAGES = (_zeroscope, _broadcast, _film, _prompts, _music)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -1,0 +1,212 @@
+"""Language models that write the shots: an OpenAI-compatible chat endpoint, or a local causal LM.
+
+The endpoint's API key is read from the environment (``WEBTV_LLM_API_KEY``) or from the file named
+by ``WEBTV_LLM_API_KEY_FILE``; it is never a node input, never logged and never part of an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import Protocol
+
+import torch
+
+from .. import host
+from ..common.models import cached, on_device, path_stamp
+
+log = logging.getLogger(__name__)
+
+KEY_ENV = "WEBTV_LLM_API_KEY"
+KEY_FILE_ENV = "WEBTV_LLM_API_KEY_FILE"
+TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# Reply length budget of the local model: the JSON shell plus about 90 words per shot.
+TOKENS_BASE, TOKENS_PER_SHOT, TOKENS_MAX = 200, 120, 4096
+
+
+class BackendError(RuntimeError):
+    """The model could not be reached or refused the request."""
+
+
+class ChatBackend(Protocol):
+    name: str
+
+    def complete(self, messages: list[dict[str, str]], seed: int) -> str:
+        """The model's reply to ``messages``."""
+
+
+def api_key() -> str | None:
+    """The endpoint's API key from ``WEBTV_LLM_API_KEY`` or the file in ``WEBTV_LLM_API_KEY_FILE``."""
+    key = os.environ.get(KEY_ENV, "").strip()
+    if key:
+        return key
+    path = os.environ.get(KEY_FILE_ENV, "").strip()
+    if not path:
+        return None
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError as e:
+        raise BackendError(f"{KEY_FILE_ENV}: cannot read the key file {path} ({e.strerror}).") from None
+
+
+def chat_url(endpoint_url: str) -> str:
+    """The chat-completions URL for a base URL (``.../v1``) or a full one (``.../chat/completions``)."""
+    url = endpoint_url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise BackendError(f"endpoint_url: {endpoint_url!r} is not an http(s) URL; use for example http://127.0.0.1:8080/v1.")
+    return url if url.endswith("/chat/completions") else url + "/chat/completions"
+
+
+class OpenAIChat:
+    """Any server speaking OpenAI's chat-completions protocol (OpenAI, vLLM, llama.cpp, Ollama, ...)."""
+
+    name = "openai_compatible"
+
+    def __init__(self, endpoint_url: str, model: str, temperature: float = 0.7, timeout: float = 120.0, attempts: int = 3):
+        self.url = chat_url(endpoint_url)
+        self.model = model.strip()
+        self.temperature = temperature
+        self.timeout = timeout
+        self.attempts = attempts
+        self._key = api_key()
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(url={self.url!r}, model={self.model!r})"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def complete(self, messages: list[dict[str, str]], seed: int) -> str:
+        body = {"model": self.model, "messages": messages, "temperature": self.temperature, "seed": seed}
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        for attempt in range(1, self.attempts + 1):
+            host.check_interrupt()
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    data = json.loads(response.read().decode("utf-8"))
+                break
+            except urllib.error.HTTPError as e:
+                detail = self._redact(e.read().decode("utf-8", "replace")[:300])
+                problem = f"{self.url} answered HTTP {e.code}: {detail}"
+                if e.code not in TRANSIENT_STATUS:
+                    raise BackendError(problem) from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                reason = getattr(e, "reason", e)
+                problem = f"cannot reach {self.url} ({reason})"
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise BackendError(f"{self.url} did not answer with JSON; is it a chat-completions endpoint?") from None
+            if attempt == self.attempts:
+                raise BackendError(problem)
+            log.warning("shot writer: %s; retrying (%d/%d)", problem, attempt, self.attempts - 1)
+            time.sleep(0.5 * 2 ** (attempt - 1))
+        try:
+            content = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"{self.url} answered without choices[0].message.content.") from None
+        if not isinstance(content, str):
+            raise BackendError(f"{self.url} answered with a non-text message content.")
+        return content
+
+
+def load_local(path: str):
+    """(model, tokenizer) of a transformers causal LM folder, cached across runs."""
+
+    def load():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        return model, tokenizer
+
+    return cached(("llm", path), load, path_stamp(path))
+
+
+def _chat_text(tokenizer, messages: list[dict[str, str]]) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join(lines) + "\n\nAssistant:"
+
+
+class _Progress:
+    """A StoppingCriteria-shaped callable: one progress step (and interrupt point) per token."""
+
+    def __init__(self, total: int):
+        self.bar = host.ProgressBar(total)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.bar.update(1)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+class LocalLM:
+    """A transformers causal LM from a folder under models/llm, sampled with the node's seed."""
+
+    name = "local"
+
+    def __init__(self, model_name: str, max_new_tokens: int = 1024, temperature: float = 0.7):
+        path = host.find_model("llm", model_name) if model_name.strip() else None
+        if path is None:
+            found = ", ".join(host.list_models("llm")) or "none"
+            raise BackendError(
+                f"model: no language model folder {model_name!r} in {', '.join(host.model_dirs('llm'))} "
+                f"(found: {found}); download one, e.g. Qwen/Qwen2.5-0.5B-Instruct into models/llm/Qwen2.5-0.5B-Instruct."
+            )
+        self.model_name = model_name
+        self.path = path
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+
+    def __repr__(self) -> str:
+        return f"LocalLM({self.path!r})"
+
+    def complete(self, messages: list[dict[str, str]], seed: int) -> str:
+        from transformers import StoppingCriteriaList
+
+        model, tokenizer = load_local(self.path)
+        inputs = tokenizer(_chat_text(tokenizer, messages), return_tensors="pt")
+        prompt_length = inputs["input_ids"].shape[1]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        with on_device(model) as device, torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            with torch.inference_mode():
+                output = model.generate(
+                    **{k: v.to(device) for k, v in inputs.items()},
+                    do_sample=True,
+                    temperature=self.temperature,
+                    top_p=0.95,
+                    max_new_tokens=self.max_new_tokens,
+                    pad_token_id=pad,
+                    stopping_criteria=StoppingCriteriaList([_Progress(self.max_new_tokens)]),
+                )
+        return tokenizer.decode(output[0, prompt_length:].cpu(), skip_special_tokens=True)
+
+
+def select(choice: str, endpoint_url: str, model: str, shots: int) -> list[ChatBackend]:
+    """The backends to try, in order, for a node's ``backend`` choice; empty means the template."""
+    max_new_tokens = min(TOKENS_MAX, TOKENS_BASE + TOKENS_PER_SHOT * shots)
+    if choice == "template":
+        return []
+    if choice == "openai_compatible":
+        if not endpoint_url.strip():
+            raise BackendError("endpoint_url: required for the openai_compatible backend, e.g. http://127.0.0.1:8080/v1.")
+        return [OpenAIChat(endpoint_url, model)]
+    if choice == "local":
+        return [LocalLM(model, max_new_tokens)]
+    if choice != "auto":
+        raise BackendError(f"backend: unknown choice {choice!r}; use auto, openai_compatible, local or template.")
+    found: list[ChatBackend] = []
+    if endpoint_url.strip():
+        found.append(OpenAIChat(endpoint_url, model))
+    local = model.strip() if model.strip() in host.list_models("llm") else next(iter(host.list_models("llm")), "")
+    if local:
+        found.append(LocalLM(local, max_new_tokens))
+    return found
