@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import film, station, tiny
+from . import film, station, streaming, tiny
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,5 +13,6 @@ def main(argv: list[str] | None = None) -> int:
     station.add_parser(commands)
     tiny.add_parser(commands)
     film.add_parser(commands)
+    streaming.add_parser(commands)
     args = parser.parse_args(argv)
     return args.handler(args)

@@ -8,10 +8,11 @@ import os
 from ..nodes.film import tiny as film_tiny
 from ..nodes.music import tiny as music_tiny
 from ..nodes.prompts import tiny as prompts_tiny
+from ..nodes.streaming import tiny as streaming_tiny
 from ..nodes.zeroscope import tiny as zeroscope_tiny
 
 # Each stage's builder: make(models_dir) -> list of written paths.
-BUILDERS = (zeroscope_tiny.make, film_tiny.make, prompts_tiny.make, music_tiny.make)
+BUILDERS = (zeroscope_tiny.make, film_tiny.make, prompts_tiny.make, music_tiny.make, streaming_tiny.make)
 
 MARKER = "TINY_RANDOM_MODEL.txt"
 

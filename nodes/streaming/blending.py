@@ -132,11 +132,13 @@ def enhance(
     range_mode: str = "code",
     slice_frames: int = 8,
     on_step: OnStep | None = None,
+    on_chunk: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Re-render a long IMAGE video with a video-to-video model and randomized blending.
 
     Frames are encoded slice by slice, noised to ``strength`` with one noise tensor, denoised with the
     blended prediction and decoded slice by slice into a (disk-backed when large) IMAGE.
+    ``on_step`` follows the denoising steps, ``on_chunk`` every chunk's model evaluation.
     """
     if fit not in FITS:
         raise ValueError(f"fit: must be one of {', '.join(FITS)}, got {fit!r}.")
@@ -167,7 +169,10 @@ def enhance(
         dtype = model.unet.dtype
 
         def predict_chunk(x: torch.Tensor, t: torch.Tensor, index: int) -> torch.Tensor:
-            return guided(x.to(device, dtype), t.to(device)).float().cpu()
+            prediction = guided(x.to(device, dtype), t.to(device)).float().cpu()
+            if on_chunk is not None:
+                on_chunk()
+            return prediction
 
         predict = blended_predictor(predict_chunk, starts, chunk, overlap, cuts, range_mode)
         latents = denoise(scheduler, latents, timesteps, predict, generator, eta, on_step)

@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
+CHECKPOINT_FILE = "streaming_t2v.ckpt"  # the official file name (PAIR/StreamingT2V)
+BASE_FOLDER = "text-to-video-ms-1.7b"  # ModelScope T2V folder in models/zeroscope
+FROM_CHECKPOINT = "from checkpoint"  # image encoder choice: the checkpoint's own OpenCLIP weights
+
 
 @dataclass(frozen=True)
 class StreamingConfig:

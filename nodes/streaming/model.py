@@ -20,11 +20,9 @@ from ..zeroscope import loader as zeroscope_loader
 from . import checkpoint
 from .apm import AnchorResampler, OpenCLIPImageEncoder
 from .cam import CAMEncoder
-from .config import StreamingConfig
+from .config import BASE_FOLDER, FROM_CHECKPOINT, StreamingConfig
 from .unet import StreamingUNet3D
 
-BASE_FOLDER = "text-to-video-ms-1.7b"
-FROM_CHECKPOINT = "from checkpoint"
 OPEN_CLIP_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 

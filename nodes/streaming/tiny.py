@@ -15,10 +15,9 @@ import torch
 
 from ..common.models import claim_tiny_path
 from ..zeroscope.tiny import save_tiny_model
-from .config import TINY, StreamingConfig
-from .model import BASE_FOLDER, build_modules
+from .config import BASE_FOLDER, CHECKPOINT_FILE, TINY, StreamingConfig
+from .model import build_modules
 
-CHECKPOINT = "streaming_t2v.ckpt"
 OPEN_CLIP_FILE = "open_clip_pytorch_model.bin"
 
 
@@ -94,7 +93,7 @@ def write_checkpoint(path: str, config: StreamingConfig, base_folder: str | None
 def make(models_dir: str) -> list[str]:
     """Tiny StreamingT2V checkpoint, ModelScope base folder and OpenCLIP image encoder under ``models_dir``."""
     base = save_tiny_model(claim_tiny_path(os.path.join(models_dir, "zeroscope", BASE_FOLDER)), seed=7)
-    ckpt = claim_tiny_path(os.path.join(models_dir, "streaming_t2v", CHECKPOINT))
+    ckpt = claim_tiny_path(os.path.join(models_dir, "streaming_t2v", CHECKPOINT_FILE))
     write_checkpoint(ckpt, TINY, base)
     clip = claim_tiny_path(os.path.join(models_dir, "open_clip", OPEN_CLIP_FILE))
     visual = {k[len("image_encoder.model."):]: v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()
