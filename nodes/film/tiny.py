@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 
 import torch
 
@@ -19,12 +20,14 @@ def random_model(config: FilmConfig = TINY_CONFIG, honours_t: bool = True, seed:
     """A randomly initialised FILM (the global RNG is left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return FilmNet(config, honours_t=honours_t).eval()
+        return FilmNet(config, honours_t=honours_t).eval().requires_grad_(False)
 
 
 def save_torchscript(path: str, model: FilmNet, dtype: torch.dtype = torch.float32) -> str:
     """Save ``model`` as the releases are saved: ``torch.jit.script(model).save(path)``."""
-    scripted = torch.jit.script(FilmNet(model.config, model.honours_t).to(dtype))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=weights.JIT_DEPRECATED)
+        scripted = torch.jit.script(FilmNet(model.config, model.honours_t).to(dtype))
     scripted.load_state_dict(model.state_dict())
     scripted.save(path)
     return path

@@ -9,6 +9,7 @@ and writes its 82 tensors to a ``.safetensors`` file; :func:`load_model` reads o
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 
 import torch
@@ -23,6 +24,7 @@ RELEASE_TAG = "v1.0.2"
 DEFAULT_NAME = "film_net_fp32.safetensors"
 FORMAT = "film_net"
 TIME_INPUT = ("honoured", "ignored")
+JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
 
 
 def official_keys() -> dict[str, tuple[int, ...]]:
@@ -75,7 +77,9 @@ def is_torchscript(path: str) -> bool:
 def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], torch.nn.Module | None]:
     """The tensors of a ``.pt`` file and, for TorchScript, the scripted module (to probe it)."""
     if is_torchscript(path):
-        module = torch.jit.load(path, map_location="cpu")
+        with warnings.catch_warnings():  # torch.jit is deprecated, yet it is how the releases were saved
+            warnings.filterwarnings("ignore", message=JIT_DEPRECATED)
+            module = torch.jit.load(path, map_location="cpu")
         return {k: v.detach().clone() for k, v in module.state_dict().items()}, module
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
