@@ -1,10 +1,18 @@
-"""Output nodes: Save Video."""
+"""Output nodes: Save Video, FFConcat Playlist and the live channel (start, append, status, stop)."""
 
 from __future__ import annotations
 
 import json
+import os
+from fractions import Fraction
 
+from .. import host
+from . import channel as channels
+from . import routes
+from .encoder import PRESETS, Encoding
 from .mp4 import next_output_file, write_mp4
+from .normalize import ChannelFormat, probe
+from .playlist import Entry, inside_output, read_ffconcat, resolve_clips, write_ffconcat
 
 
 class SaveVideo:
@@ -50,5 +58,226 @@ class SaveVideo:
         return {"ui": {"images": [preview], "animated": (True,)}, "result": (path,)}
 
 
-NODE_CLASS_MAPPINGS = {"WebTVSaveVideo": SaveVideo}
-NODE_DISPLAY_NAME_MAPPINGS = {"WebTVSaveVideo": "Save Video (WebTV)"}
+CHANNEL_TOOLTIP = "Channel name (letters, digits, '-' and '_'); one broadcast runs per name."
+
+
+def _clip_lines(clips: str, clip: str | None) -> list[str]:
+    return clips.splitlines() + ([clip] if clip else [])
+
+
+def _summary(status: dict) -> str:
+    clip = (status.get("current_clip") or {}).get("path") or "-"
+    outputs = ", ".join(f"{o['target']}: {o['state']}" for o in status["outputs"])
+    preview = f" | preview {status['preview_url']}" if status.get("preview_url") else ""
+    error = f" | last error: {status['last_error']}" if status.get("last_error") else ""
+    return (
+        f"{status['name']}: {status['state']} | clip {clip} | {status['frames_sent']} frames | "
+        f"{status['reconnects']} reconnects | {outputs}{preview}{error}"
+    )
+
+
+def _status_result(status: dict) -> dict:
+    text = json.dumps(status)
+    return {"ui": {"text": [_summary(status)], "webtv_channel": [status]}, "result": (text,)}
+
+
+class FFConcatPlaylist:
+    DESCRIPTION = (
+        "Writes an ffconcat playlist (ffconcat version 1.0, with durations) of video clips under the output "
+        "folder. Paths are quoted safely (a name with a quote is escaped; one with a line break is refused), and "
+        "the file is replaced atomically, so a channel or ffmpeg reading it never sees half a list."
+    )
+    CATEGORY = "WebTV/Output"
+    FUNCTION = "write"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "INT")
+    RETURN_NAMES = ("playlist", "clip_count")
+    OUTPUT_TOOLTIPS = ("Absolute path of the playlist file.", "Number of clips in the playlist.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clips": ("STRING", {"multiline": True, "default": "WebTV/clip_*.mp4", "tooltip": "Clips, one per line: paths or glob patterns relative to the output folder (sorted by name). Lines starting with # are ignored."}),
+                "filename": ("STRING", {"default": "WebTV/channel.ffconcat", "tooltip": "Playlist file under the output folder."}),
+                "mode": (["replace", "append"], {"default": "replace", "tooltip": "replace: the playlist lists exactly these clips; append: add those not yet in it at its end."}),
+                "paths": (["relative", "absolute"], {"default": "relative", "tooltip": "Write clip paths relative to the playlist's folder (portable) or absolute."}),
+            },
+            "optional": {
+                "clip": ("STRING", {"forceInput": True, "tooltip": "One more clip, e.g. the path from Save Video; added after the listed clips."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # patterns may match new files on every run
+
+    def write(self, clips, filename, mode, paths, clip=None):
+        if not filename.strip():
+            raise ValueError("filename: give a playlist name such as 'WebTV/channel.ffconcat'.")
+        path = inside_output(filename, "filename")
+        found = resolve_clips(_clip_lines(clips, clip), "clips")
+        entries: list[Entry] = []
+        if mode == "append" and os.path.exists(path):
+            entries = read_ffconcat(path)
+        known = {e.path for e in entries}
+        entries += [Entry(p, probe(p).duration) for p in found if p not in known]
+        if not entries:
+            raise ValueError("clips: no clip given; list clip files or patterns, or connect a clip path.")
+        write_ffconcat(path, entries, relative=paths == "relative")
+        return {"ui": {"text": [f"{path}: {len(entries)} clips"]}, "result": (path, len(entries))}
+
+
+class RTMPChannel:
+    DESCRIPTION = (
+        "Starts a live channel that keeps broadcasting after the prompt finishes: one ffmpeg encoder with continuous "
+        "timestamps fed clip after clip (each scaled, padded, resampled to the channel format; silence where a clip "
+        "has none), looping the playlist when nothing new is queued. H.264 with fixed keyframes and strict CBR plus "
+        "AAC, as Twitch and YouTube require, to one or more rtmp(s):// servers from one encode, with reconnects and "
+        "backoff. With no server address it plays in a local preview page (HLS on 127.0.0.1). Running it again with "
+        "the same settings brings the channel in line with the playlist without reconnecting. Returns at once."
+    )
+    CATEGORY = "WebTV/Output"
+    FUNCTION = "start"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("status",)
+    OUTPUT_TOOLTIPS = ("The channel's status as JSON.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "playlist": ("STRING", {"forceInput": True, "tooltip": "An ffconcat playlist under the output folder (from FFConcat Playlist)."}),
+                "channel": ("STRING", {"default": "webtv", "tooltip": CHANNEL_TOOLTIP}),
+                "outputs": ("STRING", {"multiline": True, "default": "", "tooltip": "RTMP servers, one per line, e.g. rtmp://live.twitch.tv/app/${TWITCH_STREAM_KEY}. Write the stream key as ${VARIABLE} and set it in the environment (or VARIABLE_FILE naming a file): widget values are saved in workflows. Empty: local preview only."}),
+                "local_preview": ("BOOLEAN", {"default": True, "tooltip": "Also write HLS under output/WebTV/live/<channel> and serve a player page on 127.0.0.1 (its address is in the status)."}),
+                "mode": (channels.MODES, {"default": "clips", "tooltip": "clips: continuous broadcast that picks up playlist changes at clip boundaries. playlist: the AI WebTV's way, ffmpeg's concat demuxer looping the file as it was at start."}),
+                "width": ("INT", {"default": 1024, "min": 16, "max": 3840, "step": 2, "tooltip": "Channel width; clips are scaled and padded to it."}),
+                "height": ("INT", {"default": 576, "min": 16, "max": 2160, "step": 2, "tooltip": "Channel height; clips are scaled and padded to it."}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 0.001, "tooltip": "Channel frame rate; clips are converted to it."}),
+                "video_kbps": ("INT", {"default": 3000, "min": 100, "max": 50000, "tooltip": "Constant video bitrate (Twitch: 3000-6000)."}),
+                "audio_kbps": ("INT", {"default": 128, "min": 32, "max": 320, "tooltip": "AAC bitrate (96-160 is typical)."}),
+                "sample_rate": (["48000", "44100"], {"default": "48000", "tooltip": "Audio sample rate; clips are resampled to it."}),
+                "keyframe_seconds": ("FLOAT", {"default": 2.0, "min": 0.5, "max": 10.0, "step": 0.5, "tooltip": "Keyframe interval; Twitch and YouTube ask for 2 seconds."}),
+                "preset": (PRESETS, {"default": "veryfast", "tooltip": "x264 speed preset: slower presets look better at the same bitrate but need more CPU."}),
+            },
+            "optional": {
+                "preview_port": ("INT", {"default": 0, "min": 0, "max": 65535, "tooltip": "Port of the preview page on 127.0.0.1; 0 picks a free one."}),
+                "retry_max_seconds": ("FLOAT", {"default": 5.0, "min": 0.5, "max": 300.0, "step": 0.5, "tooltip": "Longest wait between reconnect attempts (the wait doubles from 0.5 s)."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # the playlist file's content and the channel's state live outside the inputs
+
+    def start(self, playlist, channel, outputs, local_preview, mode, width, height, fps, video_kbps, audio_kbps,
+              sample_rate, keyframe_seconds, preset, preview_port=0, retry_max_seconds=5.0):
+        playlist = inside_output(playlist, "playlist")
+        settings = channels.ChannelSettings(
+            name=channel.strip(),
+            outputs=tuple(line.strip() for line in outputs.splitlines() if line.strip()),
+            preview=local_preview,
+            preview_port=preview_port,
+            mode=mode,
+            playlist=playlist,
+            fmt=ChannelFormat(width, height, Fraction(fps).limit_denominator(1001), int(sample_rate)),
+            encoding=Encoding(video_kbps, audio_kbps, keyframe_seconds, preset),
+            retry_max_seconds=retry_max_seconds,
+        )
+        clips = [inside_output(e.path, "playlist") for e in read_ffconcat(playlist)]
+        return _status_result(channels.start(settings, clips).status())
+
+
+class ChannelAppend:
+    DESCRIPTION = "Adds clips to a running channel's rotation; they go on air at the next clip boundary, without a reconnect."
+    CATEGORY = "WebTV/Output"
+    FUNCTION = "append"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("status",)
+    OUTPUT_TOOLTIPS = ("The channel's status as JSON.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "channel": ("STRING", {"default": "webtv", "tooltip": CHANNEL_TOOLTIP}),
+                "clips": ("STRING", {"multiline": True, "default": "", "tooltip": "Clips to add, one per line: paths or glob patterns relative to the output folder."}),
+            },
+            "optional": {
+                "clip": ("STRING", {"forceInput": True, "tooltip": "One more clip, e.g. the path from Save Video."}),
+            },
+        }
+
+    def append(self, channel, clips, clip=None):
+        found = resolve_clips(_clip_lines(clips, clip), "clips")
+        if not found:
+            raise ValueError("clips: no clip given; list clip files or connect a clip path.")
+        return _status_result(channels.append(channel.strip(), found).status())
+
+
+class ChannelStatus:
+    DESCRIPTION = "Shows a channel's health: state, current clip, frames sent, encoder speed, dropped frames, reconnects, uptime, outputs."
+    CATEGORY = "WebTV/Output"
+    FUNCTION = "status"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("status",)
+    OUTPUT_TOOLTIPS = ("The channel's status as JSON.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"channel": ("STRING", {"default": "webtv", "tooltip": CHANNEL_TOOLTIP})}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def status(self, channel):
+        return _status_result(channels.get(channel.strip()).status())
+
+
+class ChannelStop:
+    DESCRIPTION = "Stops a channel: the outputs flush, every ffmpeg ends, the connection closes cleanly."
+    CATEGORY = "WebTV/Output"
+    FUNCTION = "stop"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("status",)
+    OUTPUT_TOOLTIPS = ("The channel's last status as JSON.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"channel": ("STRING", {"default": "webtv", "tooltip": CHANNEL_TOOLTIP})},
+            "optional": {"after": ("STRING", {"forceInput": True, "tooltip": "Any output (e.g. a channel status) that must exist before the stop, to order it in a graph."})},
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def stop(self, channel, after=None):
+        return _status_result(channels.stop(channel.strip()))
+
+
+host.add_routes(routes.register)
+
+NODE_CLASS_MAPPINGS = {
+    "WebTVSaveVideo": SaveVideo,
+    "WebTVFFConcatPlaylist": FFConcatPlaylist,
+    "WebTVRTMPChannel": RTMPChannel,
+    "WebTVChannelAppend": ChannelAppend,
+    "WebTVChannelStatus": ChannelStatus,
+    "WebTVChannelStop": ChannelStop,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "WebTVSaveVideo": "Save Video (WebTV)",
+    "WebTVFFConcatPlaylist": "FFConcat Playlist",
+    "WebTVRTMPChannel": "RTMP Channel",
+    "WebTVChannelAppend": "Channel Append",
+    "WebTVChannelStatus": "Channel Status",
+    "WebTVChannelStop": "Channel Stop",
+}

@@ -1,0 +1,122 @@
+"""The channel's encoder command and the reader of ffmpeg's ``-progress`` reports.
+
+The encoding meets Twitch's and YouTube's ingest rules: H.264 Main, yuv420p, a keyframe every
+``keyframe_seconds`` (no scene-cut keyframes), strict CBR (bitrate = minrate = maxrate, VBV buffer of
+one second, x264 ``nal-hrd=cbr``), AAC-LC stereo at 44.1 or 48 kHz. The encoder writes MPEG-TS to its
+stdout; the outputs copy that stream to FLV (RTMP) or HLS, so one encode serves every destination.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from .keys import mask
+from .normalize import ChannelFormat
+
+PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Bitrates, keyframe interval and x264 speed preset."""
+
+    video_kbps: int = 3000
+    audio_kbps: int = 128
+    keyframe_seconds: float = 2.0
+    preset: str = "veryfast"
+
+    def __post_init__(self):
+        if not 100 <= self.video_kbps <= 50000:
+            raise ValueError(f"video_kbps: {self.video_kbps} is outside 100..50000.")
+        if not 32 <= self.audio_kbps <= 320:
+            raise ValueError(f"audio_kbps: {self.audio_kbps} is outside 32..320.")
+        if not 0.5 <= self.keyframe_seconds <= 10:
+            raise ValueError(f"keyframe_seconds: {self.keyframe_seconds} is outside 0.5..10 (Twitch and YouTube ask for 2).")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: {self.preset!r} is not one of {PRESETS}.")
+
+
+def encode_args(fmt: ChannelFormat, enc: Encoding) -> list[str]:
+    """Output options: CBR H.264 with fixed GOP + AAC, as MPEG-TS on stdout."""
+    gop = max(1, round(float(fmt.fps) * enc.keyframe_seconds))
+    rate = f"{enc.video_kbps}k"
+    return [
+        "-c:v", "libx264", "-preset", enc.preset, "-profile:v", "main", "-pix_fmt", "yuv420p",
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-force_key_frames", f"expr:gte(t,n_forced*{enc.keyframe_seconds})",
+        "-b:v", rate, "-minrate", rate, "-maxrate", rate, "-bufsize", rate,
+        "-x264-params", "nal-hrd=cbr:force-cfr=1",
+        "-c:a", "aac", "-b:a", f"{enc.audio_kbps}k", "-ar", str(fmt.sample_rate), "-ac", str(fmt.channels),
+        "-f", "mpegts", "pipe:1",
+    ]
+
+
+def raw_input_args(fmt: ChannelFormat, audio_fd: int) -> list[str]:
+    """Inputs for the pipe feeder: yuv420p frames on stdin, s16le PCM on ``audio_fd``."""
+    return [
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", f"{fmt.width}x{fmt.height}",
+        "-framerate", str(fmt.fps), "-probesize", "32", "-analyzeduration", "0", "-i", "pipe:0",
+        "-f", "s16le", "-ar", str(fmt.sample_rate), "-ac", str(fmt.channels), "-probesize", "32", "-analyzeduration", "0",
+        "-i", f"pipe:{audio_fd}",
+        "-map", "0:v", "-map", "1:a",
+    ]
+
+
+def playlist_input_args(fmt: ChannelFormat, playlist: str, has_audio: bool) -> list[str]:
+    """Inputs for the seed-compatible mode: the concat demuxer over the playlist, looped, read in real time.
+
+    Input options come before the ``-i`` they belong to (the WebTV's printed command had ``-stream_loop``
+    after it, which current ffmpeg rejects).
+    """
+    args = ["-re", "-stream_loop", "-1", "-f", "concat", "-safe", "0", "-i", playlist]
+    if has_audio:
+        audio = ["-map", "0:a:0", "-af", "aresample=async=1"]
+    else:
+        args += ["-f", "lavfi", "-i", f"anullsrc=r={fmt.sample_rate}:cl=stereo"]
+        audio = ["-map", "1:a", "-shortest"]
+    return args + ["-map", "0:v:0", "-vf", fmt.video_filter(), "-r", str(fmt.fps)] + audio
+
+
+_KEY = re.compile(r"^[a-z0-9_]+$")
+
+
+class FfmpegLog:
+    """Reads an ffmpeg's stderr in a thread: ``-progress`` blocks and the last other lines (keys masked)."""
+
+    def __init__(self, stream, secrets: list[str] = ()):
+        self.progress: dict[str, str] = {}
+        self._lines: deque[str] = deque(maxlen=6)
+        self._secrets = list(secrets)
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        block: dict[str, str] = {}
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").strip()
+            key, sep, value = line.partition("=")
+            if sep and _KEY.match(key):
+                block[key] = value.strip()
+                if key == "progress":
+                    self.progress, block = block, {}
+            elif line:
+                self._lines.append(mask(line, self._secrets))
+        stream.close()
+
+    def join(self, timeout: float = 2.0) -> None:
+        self._thread.join(timeout)
+
+    def tail(self) -> str:
+        """The last error lines, joined."""
+        return " | ".join(self._lines)
+
+    def number(self, key: str) -> float | None:
+        """A numeric progress field (``speed`` without its ``x``); None when not reported yet."""
+        value = self.progress.get(key, "").rstrip("x").strip()
+        try:
+            return float(value)
+        except ValueError:
+            return None
