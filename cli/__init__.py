@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import film, station, streaming, tiny
+from . import film, queue, station, streaming, tiny
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,5 +14,6 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_parser(commands)
     film.add_parser(commands)
     streaming.add_parser(commands)
+    queue.add_parser(commands)
     args = parser.parse_args(argv)
     return args.handler(args)
