@@ -1,0 +1,309 @@
+"""MusicGen on tiny random models in the Hugging Face layout: loading, exact durations, windowed
+continuation, melody, muxing into the mp4, both backends' dispatch, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import av
+import pytest
+import torch
+
+from comfyui_webtv.nodes import host
+from comfyui_webtv.nodes.broadcast.nodes import SaveVideo
+from comfyui_webtv.nodes.music import backends, chroma, generate, loader, sampling
+from comfyui_webtv.nodes.music.nodes import FitAudioToVideo, MusicGen, MusicGenLoader
+
+# widgets of the MusicGen node after model and prompt, in order
+DEFAULTS = dict(duration_mode="seconds", seconds=0.3, fps=8.0, guidance=3.0, temperature=1.0, top_k=250, top_p=0.0,
+                seed=0, window_seconds=30.0, context_seconds=12.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Token-by-token sampling of a tiny model is latency-bound: one thread is fastest on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def small(tiny_env):
+    return loader.load_cached("musicgen-small")
+
+
+def music(model, prompt="lofi beat with warm piano", **overrides):
+    kwargs = {**DEFAULTS, **overrides}
+    return MusicGen().generate(model, prompt, **kwargs)[0]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_loader_reads_the_hugging_face_folder_once(tiny_env):
+    folder = os.path.join(tiny_env["models"], "musicgen", "musicgen-small")
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "spiece.model", "preprocessor_config.json"):
+        assert os.path.isfile(os.path.join(folder, name)), name
+    (model,) = MusicGenLoader().load("musicgen-small", "auto", "auto", False)
+    assert isinstance(model, backends.TransformersMusicGen) and model.backend == "transformers"
+    assert (model.sample_rate, model.frame_rate, model.hop, model.num_codebooks) == (32000, 50, 640, 4)
+    assert MusicGenLoader().load("musicgen-small", "transformers", "auto", False)[0] is model
+    assert "musicgen-small" in MusicGenLoader.INPUT_TYPES()["required"]["model_name"][0]
+    assert "CC-BY-NC-4.0" in MusicGenLoader.DESCRIPTION and "CC-BY-NC-4.0" in MusicGen.DESCRIPTION
+
+
+def test_missing_weights_name_the_file_and_the_repository(tiny_env, tmp_path, monkeypatch):
+    models_dir = tmp_path / "models"
+    shutil.copytree(os.path.join(tiny_env["models"], "musicgen", "musicgen-small"), models_dir / "musicgen" / "musicgen-medium")
+    os.remove(models_dir / "musicgen" / "musicgen-medium" / "model.safetensors")
+    monkeypatch.setitem(host._standalone, "models", str(models_dir))
+    with pytest.raises(FileNotFoundError, match=r"(?s)model\.safetensors.*facebook/musicgen-medium.*CC-BY-NC-4.0"):
+        loader.load_cached("musicgen-medium")
+    with pytest.raises(FileNotFoundError, match=r"(?s)musicgen-large.*facebook/musicgen-large"):
+        loader.load_cached("musicgen-large")
+
+
+def test_backend_selection_by_folder_layout(tmp_path):
+    folder = tmp_path / "musicgen-small"
+    folder.mkdir()
+    (folder / "state_dict.bin").write_bytes(b"")
+    (folder / "compression_state_dict.bin").write_bytes(b"")
+    assert loader.detect_backend(str(folder)) == "audiocraft"  # only the audiocraft pair
+    assert loader.missing_files(str(folder), "transformers") == [
+        "config.json", "model.safetensors or model-*.safetensors or pytorch_model.bin or pytorch_model-*.bin",
+        "tokenizer.json or spiece.model",
+    ]
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (folder / name).write_text("{}")
+    assert loader.detect_backend(str(folder)) == "transformers"  # the facebook/musicgen-* repos hold both
+    assert loader.detect_backend(str(folder), "audiocraft") == "audiocraft"
+    with pytest.raises(ValueError, match="backend: 'jax'"):
+        loader.detect_backend(str(folder), "jax")
+
+
+def test_audiocraft_backend_is_dispatched_to_and_explains_its_install(tmp_path, monkeypatch):
+    """The audiocraft adapter cannot run here (audiocraft pins torch 2.1); its selection and errors can."""
+    models_dir = tmp_path / "models"
+    folder = models_dir / "musicgen" / "musicgen-small"
+    folder.mkdir(parents=True)
+    (folder / "state_dict.bin").write_bytes(b"")
+    (folder / "compression_state_dict.bin").write_bytes(b"")
+    monkeypatch.setitem(host._standalone, "models", str(models_dir))
+    assert loader.resolve_folder("musicgen-small") == (str(folder), "audiocraft")
+    try:
+        import audiocraft  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="backend: audiocraft is not installed.*pip install audiocraft --no-deps"):
+            loader.load_cached("musicgen-small", backend="audiocraft")
+    else:  # pragma: no cover - only where audiocraft is installed
+        pytest.skip("audiocraft is installed; this checks the message shown without it")
+    with pytest.raises(FileNotFoundError, match="transformers backend"):
+        loader.load_cached("musicgen-small", backend="transformers")
+    assert backends.audiocraft_params(sampling.Sampling(guidance=4.0, temperature=0.0, top_k=50, top_p=0.9)) == {
+        "use_sampling": False, "temp": 1.0, "top_k": 50, "top_p": 0.9, "cfg_coef": 4.0, "two_step_cfg": False,
+    }
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_delay_pattern_round_trips_and_keeps_the_prompt():
+    prompt = torch.randint(0, 2048, (2, 4, 3))
+    grid, known = sampling.delayed_grid(prompt, total=5, lag=[0, 1, 2, 3], start_token=2048)
+    assert grid.shape == (2, 4, 9)
+    assert known[:, 0].all() and known[0].tolist() == [True] * 4 + [False] * 2 + [True] * 3
+    assert known[3].tolist() == [True] * 7 + [False] * 2
+    codes = sampling.undelay(grid, 5, [0, 1, 2, 3])
+    assert torch.equal(codes[..., :3], prompt) and (codes[..., 3:] == 2048).all()
+    assert sampling.delays(8, 2) == [0, 0, 1, 1, 2, 2, 3, 3]  # stereo: left and right share a delay
+
+
+def test_pick_honours_temperature_top_k_and_top_p():
+    logits = torch.tensor([[0.0, 1.0, 5.0, 4.9]]).repeat(2000, 1)
+    assert (sampling.pick(logits, sampling.Sampling(temperature=0.0)) == 2).all()
+    top2 = sampling.pick(logits, sampling.Sampling(top_k=2))
+    assert set(top2.tolist()) == {2, 3}
+    nucleus = sampling.pick(logits, sampling.Sampling(top_p=0.3, top_k=4))
+    assert set(nucleus.tolist()) == {2}  # the most likely token alone holds more than 30 %
+
+
+# ---------------------------------------------------------------- generation
+
+
+def test_match_video_is_exact_to_the_sample(small):
+    video = torch.rand(5, 16, 16, 3)
+    audio = music(small, duration_mode="match video", fps=12.0, video=video)
+    assert audio["sample_rate"] == 32000
+    assert audio["waveform"].shape == (1, 1, round(5 * 32000 / 12.0))  # 13333 samples, not a whole frame count
+    wave = audio["waveform"]
+    assert torch.isfinite(wave).all() and wave.std() > 1e-3
+    assert music(small, seconds=0.25)["waveform"].shape == (1, 1, 8000)
+
+
+def test_same_seed_same_music(small):
+    a = music(small, seconds=0.2, seed=3)["waveform"]
+    b = music(small, seconds=0.2, seed=3)["waveform"]
+    c = music(small, seconds=0.2, seed=4)["waveform"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_three_windows_make_one_continuous_waveform(small):
+    windowing = generate.Windowing(window=0.4, context=0.1, decode_chunk=0.3, decode_context=0.1, crossfade=0.02)
+    windows = []
+    samples = 32000 - 123  # not a whole number of frames
+    wave = generate.generate_music(
+        small, ["lofi beat"], samples, sampling.Sampling(), seed=1, windowing=windowing,
+        on_window=lambda start, end, codes: windows.append((start, end, codes)),
+    )
+    assert wave.shape == (1, 1, samples)
+    assert [(s, e) for s, e, _ in windows] == [(0, 20), (15, 35), (30, 50)]
+    for (s0, _, c0), (s1, _, c1) in zip(windows, windows[1:]):
+        assert torch.equal(c1[..., :5], c0[..., s1 - s0 :])  # each window continues from the previous tail
+    stream = torch.cat([windows[0][2]] + [c[..., 5:] for _, _, c in windows[1:]], dim=-1)
+    whole = small.decode(stream)[..., :samples]
+    # the chunked, crossfaded decode is the decode of the whole continuous stream
+    assert (wave - whole).abs().max() < 1e-3 * whole.abs().max()
+    step = (wave[..., 1:] - wave[..., :-1]).abs()[0, 0]
+    seams = [end * small.hop for _, end, _ in windows[:-1]] + [j for j in range(0, samples, 15 * 640)]
+    around = torch.zeros_like(step, dtype=torch.bool)
+    for seam in seams:
+        around[max(seam - 640, 0) : seam + 640] = True
+    assert step[around].max() <= step[~around].max()  # no jump at a seam beyond the audio's own variation
+    silent = (wave[0, 0] == 0).int()
+    assert silent.sum() < 5  # no unwritten gap in the preallocated waveform
+
+
+def test_stream_decoder_joins_chunks_without_a_seam(small):
+    codes = torch.randint(0, 2048, (1, 4, 97))
+    out = torch.zeros(1, 1, 97 * 640)
+    decoder = generate.StreamDecoder(small.decode, out, 640, chunk=20, context=5, crossfade=640)
+    for start in range(0, 97, 13):  # codes arrive in pieces of any size
+        decoder.push(codes[..., start : start + 13])
+    decoder.finish()
+    # chunks start every 20 - 2 * 5 frames and meet 5 frames into their overlap
+    assert decoder.joins == [(start + 5) * 640 for start in range(10, 90, 10)] and decoder.codes is None
+    whole = small.decode(codes)
+    assert (out - whole).abs().max() < 1e-3 * whole.abs().max()
+
+
+def test_progress_runs_per_token_and_cancel_interrupts(small):
+    seen = []
+    remove = host.add_progress_listener(lambda value, total: seen.append((value, total)))
+    try:
+        music(small, seconds=0.3, window_seconds=1.0, context_seconds=0.5)
+        assert seen[-1] == (18, 18) and len(seen) == 18  # 15 frames + 3 codebook delays, one update per step
+        seen.clear()
+
+        def cancel(value, total):
+            if value == 5:
+                host.request_interrupt()
+
+        stop = host.add_progress_listener(cancel)
+        with pytest.raises(host.Interrupted):
+            music(small, seconds=0.3)
+        stop()
+        assert seen[-1][0] == 5
+    finally:
+        remove()
+
+
+def test_melody_model_follows_a_melody(tiny_env):
+    (model,) = MusicGenLoader().load("musicgen-melody", "auto", "auto", False)
+    assert model.supports_melody
+    tone = torch.sin(2 * math.pi * 440 * torch.arange(44100) / 44100)[None, None].repeat(1, 2, 1)
+    with_melody = music(model, seconds=0.2, melody={"waveform": tone, "sample_rate": 44100})["waveform"]
+    without = music(model, seconds=0.2)["waveform"]
+    assert with_melody.shape == without.shape == (1, 1, 6400)
+    assert not torch.equal(with_melody, without)  # the melody conditions the music
+
+
+def test_chroma_finds_the_pitch_class():
+    t = torch.arange(32000 * 2) / 32000
+    a4 = torch.sin(2 * math.pi * 440.0 * t)[None]
+    c5 = torch.sin(2 * math.pi * 523.25 * t)[None]
+    for wave, pitch in ((a4, 9), (c5, 0)):  # chroma starts at C
+        notes = chroma.chromagram(wave, 32000, 16384, 4096)
+        assert notes.shape == (1, 16, 12)
+        assert (notes.argmax(-1) == pitch).all() and (notes.sum(-1) == 1).all()
+
+
+def test_stereo_models_decode_left_and_right(tmp_path):
+    """musicgen-stereo-* interleave left/right codebooks (8, delays 0,0,1,1,...); built here, not in models/."""
+    from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Tokenizer
+
+    from comfyui_webtv.nodes.music import tiny
+
+    vocab = tiny.write_tokenizer(str(tmp_path))
+    text, codec, decoder = tiny._configs(vocab)
+    decoder.update(num_codebooks=8, audio_channels=2)
+    torch.manual_seed(0)
+    net = MusicgenForConditionalGeneration(
+        MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(), decoder=MusicgenDecoderConfig(**decoder).to_dict())
+    ).eval()
+    tiny.fill_codebooks(net.audio_encoder)
+    model = backends.TransformersMusicGen("stereo", str(tmp_path), net, T5Tokenizer.from_pretrained(str(tmp_path)))
+    windows = []
+    wave = generate.generate_music(model, ["x"], 4000, sampling.Sampling(), 0, on_window=lambda s, e, c: windows.append(c))
+    assert wave.shape == (1, 2, 4000) and windows[0].shape == (1, 8, 7)
+    assert not torch.equal(wave[:, 0], wave[:, 1])
+
+
+# ---------------------------------------------------------------- into the mp4
+
+
+def probe(path: str) -> dict:
+    """Streams of ``path`` as ffprobe reports them (PyAV where ffprobe is not installed)."""
+    if shutil.which("ffprobe"):
+        out = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", path], capture_output=True, text=True, check=True
+        ).stdout
+        return {s["codec_type"]: s for s in json.loads(out)["streams"]}
+    with av.open(path) as container:
+        return {
+            s.type: {"duration": str(float(s.duration * s.time_base)), "sample_rate": str(getattr(s, "rate", "")),
+                     "channels": getattr(s, "channels", None), "nb_frames": str(s.frames)}
+            for s in container.streams
+        }
+
+
+@pytest.mark.parametrize("fps,frames", [(8.0, 9), (24000 / 1001, 20)])
+def test_music_in_the_mp4_lasts_as_long_as_the_video(small, fps, frames):
+    video = torch.rand(frames, 32, 32, 3)
+    audio = music(small, duration_mode="match video", fps=fps, video=video)
+    (fitted,) = FitAudioToVideo().fit(audio, video, fps, "48000", "loop", 0.05, 0.1)
+    assert fitted["waveform"].shape == (1, 2, round(frames * 48000 / fps))
+    path = SaveVideo().save(video, fps, "music/clip", 23, audio=fitted)["result"][0]
+    streams = probe(path)
+    assert "audio" in streams and "video" in streams
+    assert int(streams["audio"]["sample_rate"]) == 48000 and int(streams["audio"]["channels"]) == 2
+    video_seconds = frames / fps
+    assert abs(float(streams["video"]["duration"]) - video_seconds) < 1e-3
+    assert abs(float(streams["audio"]["duration"]) - video_seconds) <= 1 / fps
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(prompt="  "), "prompt: is empty"),
+        (dict(seconds=0.0), "seconds: must be more than 0"),
+        (dict(seconds=-2.0), "seconds: must be more than 0"),
+        (dict(duration_mode="match video"), "video: duration_mode is 'match video' but no video"),
+        (dict(duration_mode="match video", video=torch.rand(4, 4, 3)), "video: expected an IMAGE"),
+        (dict(duration_mode="match video", video=torch.rand(2, 4, 4, 3), fps=0.0), "fps: must be positive"),
+        (dict(context_seconds=30.0), "context_seconds: 30.0 s must be shorter than the window"),
+        (dict(melody={"waveform": torch.zeros(1, 1, 100), "sample_rate": 32000}), "melody: 'musicgen-small' is not a melody model"),
+        (dict(melody={"waveform": torch.zeros(100), "sample_rate": 32000}), "melody: waveform must be"),
+    ],
+)
+def test_bad_input_is_named(small, overrides, match):
+    prompt = overrides.pop("prompt", "lofi")
+    with pytest.raises(ValueError, match=match):
+        music(small, prompt, **overrides)
