@@ -50,7 +50,7 @@ def start_channel(playlist: str, url: str, name: str = "test", mode: str = "clip
     began = time.monotonic()
     result = RTMPChannel().start(
         playlist=playlist, channel=name, outputs=url, local_preview=preview, mode=mode, width=320, height=180,
-        fps=float(FPS), video_kbps=KBPS, audio_kbps=96, sample_rate="48000", keyframe_seconds=2.0, preset="ultrafast",
+        fps=float(FPS), video_kbps=KBPS, audio_kbps=96, sample_rate="48000", keyframe_seconds=2.0, preset="veryfast",
         retry_max_seconds=1.0,
     )
     assert time.monotonic() - began < 2.0, "starting a channel must not block the prompt"

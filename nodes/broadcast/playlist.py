@@ -4,6 +4,7 @@ ffmpeg's concat demuxer reads one directive per line and splits arguments like `
 single quotes keep everything up to the next quote, a backslash outside quotes escapes one character.
 A quote in a path is written as ``'\\''`` (close, escaped quote, reopen). A line break cannot be
 expressed at all, so such paths are refused rather than written as a second, injected directive.
+Relative paths are joined to the playlist's location like URLs, so they are written as ``./name``.
 """
 
 from __future__ import annotations
@@ -63,8 +64,13 @@ def read_ffconcat(path: str) -> list[Entry]:
     """The ``file`` entries of an ffconcat playlist, paths made absolute against the playlist's folder."""
     folder = os.path.dirname(os.path.abspath(path))
     entries: list[Entry] = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        lines = []
+    except OSError as exc:
+        raise ValueError(f"playlist: cannot read {path} ({exc.strerror}).") from None
     if not lines or lines[0].strip() != HEADER:
         raise ValueError(f"playlist: {path} is not an ffconcat file (its first line must be '{HEADER}').")
     for number, line in enumerate(lines[1:], start=2):
@@ -88,7 +94,8 @@ def write_ffconcat(path: str, entries: list[Entry], relative: bool = True) -> st
     folder = os.path.dirname(os.path.abspath(path))
     lines = [HEADER]
     for entry in entries:
-        target = os.path.relpath(entry.path, folder) if relative else os.path.abspath(entry.path)
+        # "./" keeps ffmpeg from reading "a:b.mp4" as a protocol or "#b.mp4" as a URL fragment.
+        target = "./" + os.path.relpath(entry.path, folder) if relative else os.path.abspath(entry.path)
         lines.append(f"file {quote(target)}")
         if entry.duration:
             lines.append(f"duration {entry.duration:.6f}")
