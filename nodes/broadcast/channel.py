@@ -16,6 +16,7 @@ import itertools
 import os
 import queue
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -167,6 +168,8 @@ class _Session:
                 self.proc.stdin.close()
             except OSError:
                 pass
+        elif graceful and self.proc.poll() is None:  # playlist mode never runs out of input: ask ffmpeg to finish
+            self.proc.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

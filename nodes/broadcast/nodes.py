@@ -9,7 +9,7 @@ from fractions import Fraction
 from .. import host
 from . import channel as channels
 from . import routes
-from .encoder import PRESETS, Encoding
+from .encoder import PRESETS, TUNES, Encoding
 from .mp4 import next_output_file, write_mp4
 from .normalize import ChannelFormat, probe
 from .playlist import Entry, inside_output, read_ffconcat, resolve_clips, write_ffconcat
@@ -165,6 +165,7 @@ class RTMPChannel:
             "optional": {
                 "preview_port": ("INT", {"default": 0, "min": 0, "max": 65535, "tooltip": "Port of the preview page on 127.0.0.1; 0 picks a free one."}),
                 "retry_max_seconds": ("FLOAT", {"default": 5.0, "min": 0.5, "max": 300.0, "step": 0.5, "tooltip": "Longest wait between reconnect attempts (the wait doubles from 0.5 s)."}),
+                "tune": (TUNES, {"default": "zerolatency", "tooltip": "x264 tuning. zerolatency (no B-frames) encodes much faster and starts sooner; none/film/animation give a little more quality per bit for more CPU."}),
             },
         }
 
@@ -173,7 +174,7 @@ class RTMPChannel:
         return float("nan")  # the playlist file's content and the channel's state live outside the inputs
 
     def start(self, playlist, channel, outputs, local_preview, mode, width, height, fps, video_kbps, audio_kbps,
-              sample_rate, keyframe_seconds, preset, preview_port=0, retry_max_seconds=5.0):
+              sample_rate, keyframe_seconds, preset, preview_port=0, retry_max_seconds=5.0, tune="zerolatency"):
         playlist = inside_output(playlist, "playlist")
         settings = channels.ChannelSettings(
             name=channel.strip(),
@@ -183,7 +184,7 @@ class RTMPChannel:
             mode=mode,
             playlist=playlist,
             fmt=ChannelFormat(width, height, Fraction(fps).limit_denominator(1001), int(sample_rate)),
-            encoding=Encoding(video_kbps, audio_kbps, keyframe_seconds, preset),
+            encoding=Encoding(video_kbps, audio_kbps, keyframe_seconds, preset, tune),
             retry_max_seconds=retry_max_seconds,
         )
         clips = [inside_output(e.path, "playlist") for e in read_ffconcat(playlist)]
