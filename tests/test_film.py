@@ -14,7 +14,7 @@ from comfyui_webtv.cli import main as cli_main
 from comfyui_webtv.nodes import host
 from comfyui_webtv.nodes.film import tiny, weights
 from comfyui_webtv.nodes.film.interpolate import run_model
-from comfyui_webtv.nodes.film.model import FilmConfig, FilmNet
+from comfyui_webtv.nodes.film.model import FilmConfig, FilmNet, warp
 
 # Shapes from the released film_net_fp32.pt (film.md sections 5-9).
 OFFICIAL_SHAPES = {
@@ -166,6 +166,22 @@ def test_sizes_that_are_not_multiples_of_64_are_padded_and_cropped():
         full = model(torch.nn.functional.pad(x0, pad), torch.nn.functional.pad(x1, pad), t)
     assert torch.equal(out, full[..., 7:57, 29:99].clamp(0, 1))
     assert run_model(model, *torch.rand(2, 1, 3, 97, 131, generator=g), torch.rand(1, 1)).shape == (1, 3, 97, 131)
+
+
+def test_half_precision_samples_on_an_fp32_grid(frames_pair):
+    stripes = (torch.arange(1024) % 2).to(torch.bfloat16).expand(1, 1, 4, 1024)  # columns 0, 1, 0, 1, ...
+    flow = torch.zeros(1, 2, 4, 1024, dtype=torch.bfloat16)
+    flow[:, 0] = 0.25  # a quarter pixel: lost in bf16 positions near x = 1000 (spacing 4), kept in fp32
+    out = warp(stripes, flow)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out[0, 0, 0, 900:1000:2], torch.full((50,), 0.25, dtype=torch.bfloat16))
+    assert torch.equal(out[0, 0, 0, 901:1001:2], torch.full((50,), 0.75, dtype=torch.bfloat16))
+    model = tiny.random_model(seed=2)
+    x0, x1 = frames_pair[:, :1]
+    t = torch.full((1, 1), 0.5)
+    reference = run_model(model, x0, x1, t)
+    low = run_model(model.to(torch.bfloat16), x0, x1, t)
+    assert low.dtype == torch.float32 and (low - reference).abs().max() < 0.1
 
 
 def test_pair_of_different_sizes_is_refused():

@@ -79,7 +79,7 @@ class FilmInterpolate:
                 "strategy": (list(timing.STRATEGIES), {"default": "auto", "tooltip": "auto: bisection for weights that ignore t (v1.0.0), or when every target is a midpoint; else single_shot (one call at each t). bisection: midpoints only, times rounded to the nearest 1/2^bisection_depth."}),
                 "bisection_depth": ("INT", {"default": 4, "min": 1, "max": 8, "tooltip": "Bisection: deepest halving; a target that is not dyadic moves to the nearest multiple of 1/2^depth of the pair."}),
                 "scene_cut_threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Luma-histogram distance (0..1) above which a pair is a scene cut and its in-betweens hold the earlier frame; 1 turns detection off."}),
-                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Frames computed per forward pass; lower it if memory runs out."}),
+                "batch_size": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": "Frames computed per forward pass. On a GPU try 2-8 (lower it if memory runs out); on CPU 1 is fastest."}),
                 "dtype": (["auto", "fp32", "fp16", "bf16"], {"default": "auto", "tooltip": "Precision on the GPU (auto is fp16; the sampling grid stays fp32). Always fp32 on CPU."}),
             }
         }
