@@ -13,8 +13,8 @@ import torch
 from comfyui_webtv.nodes import host
 from comfyui_webtv.nodes.common import frames as common_frames
 from comfyui_webtv.nodes.common import models as common_models
-from comfyui_webtv.nodes.film import nodes, timing, tiny, weights
-from comfyui_webtv.nodes.film.interpolate import interpolate, run_model
+from comfyui_webtv.nodes.film import nodes, tiny, weights
+from comfyui_webtv.nodes.film.interpolate import run_model
 
 NAME = weights.DEFAULT_NAME
 

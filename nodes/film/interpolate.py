@@ -52,7 +52,7 @@ def interpolate(
 ) -> torch.Tensor:
     """Render ``plan`` from IMAGE ``images`` ``[F,H,W,3]``; returns the output IMAGE (float32, CPU).
 
-    ``model`` must already be on its run device; ``on_frame(n)`` is told about every n frames written.
+    ``model`` must already be on its run device; ``on_frame(1)`` is called for every frame written.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be at least 1, got {batch_size}.")
