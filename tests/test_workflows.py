@@ -20,7 +20,7 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # The example workflows carry real settings (576 x 320, 40 steps...). Tiny random models keep the real
 # architecture, whose attention cost grows with the square of the frame size, so CI runs each workflow
 # with these widgets capped. Everything else (graph, models, other widgets) runs as shipped.
-CI_CAPS = {"width": 64, "height": 64, "frames": 8, "steps": 2, "chunk_length": 8}
+CI_CAPS = {"width": 64, "height": 64, "frames": 8, "steps": 2}
 
 
 def _ids(files):
