@@ -128,19 +128,21 @@ class TransformersMusicGen(MusicModel):
         return {"prefix": torch.cat([notes, states], dim=1)}
 
     def _forward(self, condition):
-        decoder, k = self.model.decoder, self.num_codebooks
+        """The decoder run incrementally, with logits for the last position only (a prompt's are never needed)."""
+        body, heads = self.model.decoder.model, self.model.decoder.lm_heads
 
         def forward(ids, cache):
             flat = ids.reshape(-1, ids.shape[-1])
             if self.supports_melody:  # the conditioning is a prefix, consumed into the cache on the first call
                 prefix = condition["prefix"] if cache is None else None
-                out = decoder(input_ids=flat, encoder_hidden_states=prefix, past_key_values=cache, use_cache=True)
+                out = body(input_ids=flat, encoder_hidden_states=prefix, past_key_values=cache, use_cache=True)
             else:
-                out = decoder(
+                out = body(
                     input_ids=flat, encoder_hidden_states=condition["states"],
                     encoder_attention_mask=condition["mask"], past_key_values=cache, use_cache=True,
                 )
-            return out.logits[:, -1].reshape(ids.shape[0], k, -1), out.past_key_values
+            last = out.last_hidden_state[:, -1]
+            return torch.stack([head(last) for head in heads], dim=1), out.past_key_values
 
         return forward
 

@@ -32,8 +32,8 @@ class Windowing:
 
     window: float = 30.0
     context: float = 12.0
-    decode_chunk: float = 10.0
-    decode_context: float = 1.0
+    decode_chunk: float = 5.0
+    decode_context: float = 0.5
     crossfade: float = 0.1
 
 

@@ -14,6 +14,10 @@ from typing import Callable
 
 import torch
 
+# Prompt positions run through the decoder at once: a window's prompt is read in pieces, so the
+# attention scores of a long prompt never exist all at once.
+PREFILL_CHUNK = 64
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -102,8 +106,10 @@ def sample_codes(
     guided = sampling.guidance > 1
     cache = None
     for t in range(length + 1, grid.shape[-1]):
-        ids = grid[..., :t] if cache is None else grid[..., t - 1 : t]
-        logits, cache = forward(torch.cat([ids, ids]) if guided else ids, cache)
+        pieces = range(0, t, PREFILL_CHUNK) if cache is None else [t - 1]
+        for a in pieces:
+            ids = grid[..., a : min(a + PREFILL_CHUNK, t)]
+            logits, cache = forward(torch.cat([ids, ids]) if guided else ids, cache)
         logits = logits.float()
         if guided:
             cond, uncond = logits.chunk(2)
