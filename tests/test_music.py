@@ -105,8 +105,9 @@ def test_audiocraft_backend_is_dispatched_to_and_explains_its_install(tmp_path, 
     with pytest.raises(FileNotFoundError, match="transformers backend"):
         loader.load_cached("musicgen-small", backend="transformers")
     assert backends.audiocraft_params(sampling.Sampling(guidance=4.0, temperature=0.0, top_k=50, top_p=0.9)) == {
-        "use_sampling": False, "temp": 1.0, "top_k": 50, "top_p": 0.9, "cfg_coef": 4.0, "two_step_cfg": False,
+        "use_sampling": False, "temperature": 1.0, "top_k": 50, "top_p": 0.9, "cfg_coef": 4.0, "two_step_cfg": False,
     }
+    assert backends.audiocraft_params(sampling.Sampling(temperature=0.7), "temp")["temp"] == 0.7
 
 
 # ---------------------------------------------------------------- sampling

@@ -10,6 +10,7 @@ audio, and the numbers that relate codes to samples. :class:`TransformersMusicGe
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Callable
 
 import torch
@@ -164,11 +165,11 @@ class TransformersMusicGen(MusicModel):
         return audio.float()
 
 
-def audiocraft_params(params: Sampling) -> dict:
-    """``Sampling`` as keyword arguments of audiocraft's ``LMModel.generate``."""
+def audiocraft_params(params: Sampling, temperature_name: str = "temperature") -> dict:
+    """``Sampling`` as keyword arguments of audiocraft's ``LMModel.generate`` (``temp`` before audiocraft 1.2)."""
     return {
         "use_sampling": params.temperature > 0,
-        "temp": params.temperature if params.temperature > 0 else 1.0,
+        temperature_name: params.temperature if params.temperature > 0 else 1.0,
         "top_k": params.top_k,
         "top_p": params.top_p,
         "cfg_coef": params.guidance,
@@ -217,10 +218,11 @@ class AudiocraftMusicGen(MusicModel):
     def generate_codes(self, condition, prompt, new_frames, params, on_step=None):
         length = prompt.shape[-1]
         callback = (lambda done, total: on_step()) if on_step is not None else None
+        named = "temperature" if "temperature" in inspect.signature(self.model.lm.generate).parameters else "temp"
         with self._autocast():
             return self.model.lm.generate(
                 prompt.to(self.device) if length else None, condition,
-                max_gen_len=length + new_frames, callback=callback, **audiocraft_params(params),
+                max_gen_len=length + new_frames, callback=callback, **audiocraft_params(params, named),
             )
 
     @torch.no_grad()
