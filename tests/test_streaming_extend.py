@@ -8,6 +8,7 @@ import torch
 from comfyui_webtv.nodes.common import frames as frames_mod
 from comfyui_webtv.nodes.streaming import extend as extend_mod
 from comfyui_webtv.nodes.streaming import tiny
+from comfyui_webtv.nodes.streaming.config import TINY
 from comfyui_webtv.nodes.streaming.extend import extend, extension_steps, fit_square
 from comfyui_webtv.nodes.streaming.model import load_model
 from comfyui_webtv.nodes.zeroscope.sampler import decode_latents
@@ -25,6 +26,9 @@ def one_thread():
 def model(tmp_path_factory):
     base, ckpt, _ = tiny.make(str(tmp_path_factory.mktemp("st2v_models")))
     return load_model(ckpt, base)
+
+
+R = TINY.resolution
 
 
 def clip(count=16, seed=0):
@@ -53,8 +57,8 @@ def test_bookkeeping(model, monkeypatch):
 
     init = clip()
     out = extend(model, init, "a red car", "blurry", total_frames=37, steps=1, seed=3, anchor_index=5)
-    assert out.shape == (37, 64, 64, 3)
-    assert torch.equal(out[:16], fit_square(init, 64, "stretch"))
+    assert out.shape == (37, R, R, 3)
+    assert torch.equal(out[:16], fit_square(init, R, "stretch"))
     assert len(denoised) == 3 and [d.shape[2] for d in decoded] == [8, 8, 5]
     positions = [16, 24, 32]
     for i, position in enumerate(positions):
@@ -62,7 +66,7 @@ def test_bookkeeping(model, monkeypatch):
         assert torch.equal(controls[i][:8], expected) and torch.equal(controls[i][8:], expected)  # both CFG branches
         assert torch.equal(decoded[i], denoised[i][:, :, 8 : 8 + decoded[i].shape[2]])  # kept frames: window[8:]
     assert len(anchors) == 1  # the anchor's tokens are computed once and stay constant
-    anchor = fit_square(init[5:6], 64, "stretch").permute(0, 3, 1, 2) * 2 - 1
+    anchor = fit_square(init[5:6], R, "stretch").permute(0, 3, 1, 2) * 2 - 1
     assert torch.equal(anchors[0][0:1], anchor) and torch.equal(anchors[0][1:], torch.zeros_like(anchor))
 
 
@@ -74,11 +78,11 @@ def test_same_seed_same_video_and_fewer_frames_per_step(model):
     assert a.shape[0] == 20 and torch.equal(a, b) and not torch.equal(a, c)
     assert torch.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
     short = extend(model, init, "waves", total_frames=6, steps=1)  # no extension: the clip, cut
-    assert torch.equal(short, fit_square(init[:6], 64, "stretch"))
+    assert torch.equal(short, fit_square(init[:6], R, "stretch"))
 
 
 def test_decoding_kept_frames_equals_decoding_all_then_slicing(model):
-    latents = torch.randn(1, 4, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    latents = torch.randn(1, 4, 16, R // 8, R // 8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(decode_latents(model, latents[:, :, 8:]), decode_latents(model, latents)[8:], atol=1e-6)
 
 

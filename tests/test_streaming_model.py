@@ -107,13 +107,16 @@ def test_cam_resampler_image_encoder_keys_are_the_official_ones(official_modules
 
 # ---------------------------------------------------------------- tiny modules
 
+LATENT = TINY.resolution // 8
+
+
 def inputs(batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     cfg = TINY
-    x = torch.randn(batch, 4, cfg.chunk_frames, 8, 8, generator=g)
+    x = torch.randn(batch, 4, cfg.chunk_frames, LATENT, LATENT, generator=g)
     text = torch.randn(batch, 77, cfg.cross_attention_dim, generator=g)
     image = torch.randn(batch, 16, cfg.cross_attention_dim, generator=g)
-    control = torch.rand(batch * cfg.control_frames, 3, 64, 64, generator=g) * 2 - 1
+    control = torch.rand(batch * cfg.control_frames, 3, cfg.resolution, cfg.resolution, generator=g) * 2 - 1
     return x, text, image, control
 
 
@@ -158,7 +161,7 @@ def test_cam_wiring(trained):
     cam.conv_in.register_forward_hook(lambda m, args, out: seen.update(cam_in=args[0].clone()))
     features = cam(x, 500, ctx, control)
     f_cond = TINY.control_frames
-    expected_in = x[:, :, :f_cond].permute(0, 2, 1, 3, 4).reshape(-1, 4, 8, 8)
+    expected_in = x[:, :, :f_cond].permute(0, 2, 1, 3, 4).reshape(-1, 4, LATENT, LATENT)
     assert torch.equal(seen["cam_in"], expected_in)  # CAM reads exactly x_t[:, :, :F_cond]
 
     later = x.clone()
@@ -232,7 +235,7 @@ def test_apm_mixes_for_every_attention_backend(trained):
 @torch.no_grad()
 def test_guidance_branches_and_equivalences(trained):
     unet, cam, resampler, encoder = trained
-    anchor = torch.rand(1, 3, 64, 64) * 2 - 1
+    anchor = torch.rand(1, 3, TINY.resolution, TINY.resolution) * 2 - 1
     tokens = resampler(encoder(torch.cat([anchor, torch.zeros_like(anchor)])))
     assert tokens.shape == (2, 16, TINY.cross_attention_dim)
     x, text, _, control = inputs(batch=1)

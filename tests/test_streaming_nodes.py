@@ -10,6 +10,7 @@ import torch
 from comfyui_webtv.cli import main as cli_main
 from comfyui_webtv.nodes import NODE_CLASS_MAPPINGS, host
 from comfyui_webtv.nodes.streaming import nodes
+from comfyui_webtv.nodes.streaming.config import TINY
 from comfyui_webtv.nodes.zeroscope.nodes import ZeroscopeLoader
 
 
@@ -43,7 +44,7 @@ def test_tiny_end_to_end(tiny_env):
     clip = torch.rand(12, 40, 72, 3, generator=torch.Generator().manual_seed(0))
     (long,) = nodes.StreamingT2VExtend().extend(model, clip, "a boat", "", 28, 2, 7.5, 1.0, 3, 0, 8, "crop", True, True)
     remove()
-    assert long.shape == (28, 64, 64, 3) and 0 <= long.min() and long.max() <= 1
+    assert long.shape == (28, TINY.resolution, TINY.resolution, 3) and 0 <= long.min() and long.max() <= 1
     assert updates[-1] == (4, 4)  # 2 chunks x 2 steps
     (xl,) = ZeroscopeLoader().load("zeroscope_v2_XL", "auto", False)
     (enhanced,) = nodes.RandomizedBlendingEnhance().enhance(xl, long, "a boat", "", 1, 0.5, 4, 7.5, 8, 4, 64, 48, "stretch", "trim")

@@ -91,7 +91,7 @@ OFFICIAL = StreamingConfig()
 
 # Tiny sizes with the same structure (design note §10); text width matches the tiny ModelScope encoder.
 TINY = StreamingConfig(
-    block_out_channels=(32, 64),
+    block_out_channels=(16, 32),
     down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
     up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
     layers_per_block=1,
@@ -108,5 +108,5 @@ TINY = StreamingConfig(
     vision_layers=2,
     vision_heads=4,
     image_embed_dim=24,
-    resolution=64,
+    resolution=32,  # latents 4 x 4
 )
