@@ -1,4 +1,5 @@
-"""StreamingT2V modules: official key schema, zero-init identity, CAM and APM wiring, guidance (design §10.1, 3-6)."""
+"""StreamingT2V modules: official key schema (and a full-size official checkpoint on the meta device), zero-init
+identity, CAM and APM wiring, guidance (design note §10.1, 3-6)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 from diffusers import UNet3DConditionModel
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-from comfyui_webtv.nodes.streaming.apm import APMAttnProcessor, mix_context
+from comfyui_webtv.nodes.streaming.apm import APMAttnProcessor, OpenCLIPImageEncoder, mix_context
 from comfyui_webtv.nodes.streaming.cam import CAMEncoder
+from comfyui_webtv.nodes.streaming.checkpoint import CheckpointError, WeightFile, load_component
 from comfyui_webtv.nodes.streaming.config import OFFICIAL, TINY
 from comfyui_webtv.nodes.streaming.extend import chunk_predictor, guidance_branches
 from comfyui_webtv.nodes.streaming.model import build_modules
@@ -58,9 +60,9 @@ def official_modules():
     return plain, unet, cam, resampler, encoder
 
 
-def test_extension_unet_keys_are_the_official_ones(official_modules):
-    plain, unet, *_ = official_modules
-    expected = shapes(plain)  # ModelScope UNet3D: standard diffusers names
+def official_unet_schema(plain) -> dict[str, tuple]:
+    """``base_model.`` names and shapes: ModelScope UNet3D (standard diffusers names), APM, mergers (§8.3)."""
+    expected = shapes(plain)
     for layer in APM_LAYERS:
         a = layer + ".transformer_blocks.0.attn2."
         expected.update({a + "alpha": (), a + "conv.weight": (77, 93, 3), a + "conv.bias": (77,),
@@ -68,15 +70,11 @@ def test_extension_unet_keys_are_the_official_ones(official_modules):
     for k, c in enumerate(SKIP_CHANNELS):
         expected.update(merger_keys(f"cross_attention_merger_down_blocks.{k}", c))
     expected.update(merger_keys("cross_attention_merger_mid_block", 1280))
-    assert shapes(unet) == expected
-    assert len(unet.apm_layers()) == 16
-    base = sum(torch.Size(s).numel() for s in shapes(plain).values())
-    mergers = sum(torch.Size(s).numel() for k, s in expected.items() if k.startswith("cross_attention_merger"))
-    assert 1.40e9 < base < 1.42e9 and 68e6 < mergers < 70e6  # ≈1.41 B base, ≈69 M in the mergers
+    return expected
 
 
-def test_cam_resampler_image_encoder_keys_are_the_official_ones(official_modules):
-    plain, _, cam, resampler, encoder = official_modules
+def official_cam_schema(plain) -> dict[str, tuple]:
+    """``unet.`` (CAM): the UNet3D encoder half and mid block plus the frame encoder; no Identity keys."""
     encoder_half = ("conv_in.", "time_embedding.", "transformer_in.", "down_blocks.", "mid_block.")
     expected = {k: s for k, s in shapes(plain).items() if k.startswith(encoder_half)}
     cond = [(32, 3), (32, 32), (96, 32), (96, 96), (256, 96), (256, 256), (512, 256)]
@@ -86,11 +84,16 @@ def test_cam_resampler_image_encoder_keys_are_the_official_ones(official_modules
         expected[f"controlnet_cond_embedding.{name}.bias"] = (cout,)
     expected["controlnet_cond_embedding.conv_out.weight"] = (320, 512, 3, 3)
     expected["controlnet_cond_embedding.conv_out.bias"] = (320,)
-    assert shapes(cam) == expected  # no keys for the Identity zero-convolutions
-    assert shapes(resampler) == {
-        "context_embedding.0.weight": (1280, 1024), "context_embedding.0.bias": (1280,),
-        "context_embedding.2.weight": (16384, 1280), "context_embedding.2.bias": (16384,),
-    }
+    return expected
+
+
+RESAMPLER_SCHEMA = {
+    "context_embedding.0.weight": (1280, 1024), "context_embedding.0.bias": (1280,),
+    "context_embedding.2.weight": (16384, 1280), "context_embedding.2.bias": (16384,),
+}
+
+
+def open_clip_vit_h14_schema() -> dict[str, tuple]:
     vit = {"visual.conv1.weight": (1280, 3, 14, 14), "visual.class_embedding": (1280,),
            "visual.positional_embedding": (257, 1280), "visual.proj": (1280, 1024)}
     for ln in ("ln_pre", "ln_post"):
@@ -102,7 +105,47 @@ def test_cam_resampler_image_encoder_keys_are_the_official_ones(official_modules
                     r + "attn.out_proj.weight": (1280, 1280), r + "attn.out_proj.bias": (1280,),
                     r + "mlp.c_fc.weight": (5120, 1280), r + "mlp.c_fc.bias": (5120,),
                     r + "mlp.c_proj.weight": (1280, 5120), r + "mlp.c_proj.bias": (1280,)})
-    assert shapes(encoder) == vit
+    return vit
+
+
+def test_extension_unet_keys_are_the_official_ones(official_modules):
+    plain, unet, *_ = official_modules
+    expected = official_unet_schema(plain)
+    assert shapes(unet) == expected
+    assert len(unet.apm_layers()) == 16
+    base = sum(torch.Size(s).numel() for s in shapes(plain).values())
+    mergers = sum(torch.Size(s).numel() for k, s in expected.items() if k.startswith("cross_attention_merger"))
+    assert 1.40e9 < base < 1.42e9 and 68e6 < mergers < 70e6  # ≈1.41 B base, ≈69 M in the mergers
+
+
+def test_cam_resampler_image_encoder_keys_are_the_official_ones(official_modules):
+    plain, _, cam, resampler, encoder = official_modules
+    assert shapes(cam) == official_cam_schema(plain)
+    assert shapes(resampler) == RESAMPLER_SCHEMA
+    assert shapes(encoder) == open_clip_vit_h14_schema()
+
+
+def test_full_size_official_checkpoint_loads_strictly(official_modules, tmp_path):
+    """A Lightning checkpoint in the official format built from the official names (meta tensors: no bytes)."""
+    plain = official_modules[0]
+    state = {}
+    for prefix, schema in (("base_model.", official_unet_schema(plain)), ("unet.", official_cam_schema(plain)),
+                           ("resampler.", RESAMPLER_SCHEMA), ("image_encoder.model.", open_clip_vit_h14_schema())):
+        state.update({prefix + k: torch.empty(s, device="meta") for k, s in schema.items()})
+    state["image_encoder.model.logit_scale"] = torch.empty((), device="meta")  # OpenCLIP leftover, ignored
+    path = tmp_path / "streaming_t2v.ckpt"
+    torch.save({"epoch": 9, "global_step": 401000, "state_dict": state, "optimizer_states": [], "lr_schedulers": []}, path)
+    weights = WeightFile(str(path))
+    assert weights.config() == OFFICIAL
+    unet, cam, resampler, encoder = build_modules(OFFICIAL, "meta")
+    for component, module in (("unet", unet), ("cam", cam), ("resampler", resampler), ("image_encoder", encoder)):
+        ignorable = OpenCLIPImageEncoder.is_unused_key if component == "image_encoder" else (lambda key: False)
+        assert load_component(module, weights, component, torch.float16, ignorable).ok
+    assert unet.dtype == torch.float16 and len(unet.apm_layers()) == 16
+    del state["base_model.up_blocks.3.attentions.2.transformer_blocks.0.attn2.alpha"]
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): up_blocks.3.attentions.2.transformer_blocks.0.attn2.alpha"):
+        load_component(build_modules(OFFICIAL, "meta")[0], WeightFile(str(path)), "unet", torch.float16)
 
 
 # ---------------------------------------------------------------- tiny modules
