@@ -49,6 +49,12 @@ def test_tiny_end_to_end(tiny_env):
     (xl,) = ZeroscopeLoader().load("zeroscope_v2_XL", "auto", False)
     (enhanced,) = nodes.RandomizedBlendingEnhance().enhance(xl, long, "a boat", "", 1, 0.5, 4, 7.5, 8, 4, 64, 48, "stretch", "trim")
     assert enhanced.shape == (28, 48, 64, 3) and torch.isfinite(enhanced).all()
+    stop = host.add_progress_listener(lambda value, total: host.request_interrupt())
+    try:
+        with pytest.raises(host.Interrupted):  # every progress update is an interrupt point
+            nodes.StreamingT2VExtend().extend(model, clip, "a boat", "", 200, 2, 7.5, 1.0, 3, 0, 8, "crop", False, False)
+    finally:
+        stop()
     with pytest.raises(ValueError, match="prompt: is empty"):
         nodes.StreamingT2VExtend().extend(model, clip, " ", "", 28, 2, 7.5, 1.0, 3, 0, 8, "crop", False, False)
     with pytest.raises(ValueError, match="frames: needs at least 8"):
