@@ -160,3 +160,31 @@ def test_wrong_files_get_clear_errors(tmp_path, files):
         load_model(no_image, files["base"])
     with pytest.raises(FileNotFoundError, match="base_model: .*text-to-video-ms-1.7b"):
         load_model(files["ckpt"], str(tmp_path))
+
+
+def test_transformers_clip_vision_files_load_and_match(tmp_path):
+    """A CLIP vision file in transformers format (as ComfyUI's clip_vision models) maps onto the OpenCLIP tower."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from comfyui_webtv.nodes.streaming.apm import OpenCLIPImageEncoder
+    from comfyui_webtv.nodes.streaming.model import load_image_encoder_file
+
+    torch.manual_seed(0)
+    hf = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=TINY.vision_width, intermediate_size=4 * TINY.vision_width, num_hidden_layers=TINY.vision_layers,
+        num_attention_heads=TINY.vision_heads, image_size=TINY.image_size, patch_size=TINY.patch_size,
+        projection_dim=TINY.image_embed_dim, hidden_act="gelu")).eval()
+    path = str(tmp_path / "clip_vision.safetensors")
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, path)
+    with torch.device("meta"):
+        encoder = OpenCLIPImageEncoder(TINY)
+    load_image_encoder_file(encoder, path, torch.float32)
+    frames = torch.rand(2, 3, 48, 48) * 2 - 1
+    with torch.no_grad():
+        ours = encoder(frames)
+        theirs = hf(pixel_values=encoder.preprocess(frames)).image_embeds
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    other = str(tmp_path / "other.safetensors")
+    save_file({"visual.conv1.weight": torch.zeros(1)}, other)
+    with pytest.raises(CheckpointError, match="is not the OpenCLIP ViT-H/14 image encoder.*wrong shape"):
+        load_image_encoder_file(OpenCLIPImageEncoder(TINY), other, torch.float32)
