@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import socket
 import statistics
 import subprocess
@@ -117,10 +118,13 @@ def first_frame_delay(clip: str, port: int, run: int) -> float:
     began = time.perf_counter()
     channels.start(settings, [clip])
     try:
-        for line in player.stdout:
+        while select.select([player.stdout], [], [], 30)[0]:
+            line = player.stdout.readline()
+            if not line:
+                break
             if not line.startswith(b"#"):
                 return time.perf_counter() - began
-        raise RuntimeError("the player received no frame")
+        raise RuntimeError("the player received no frame within 30 s")
     finally:
         channels.stop(settings.name)
         player.kill()

@@ -7,6 +7,7 @@ browser may reach nothing but 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -89,3 +90,37 @@ def test_preview_plays_in_headless_chromium(preview_channel, tmp_path):
     assert (second["width"], second["height"]) == (320, 180)
     assert not second["paused"]
     assert second["time"] - first["time"] > 1.5, f"currentTime went from {first['time']} to {second['time']}"
+
+
+def test_comfyui_routes_serve_status_and_preview(preview_channel):
+    """The routes registered on ComfyUI's server (aiohttp, as ComfyUI runs it)."""
+    try:
+        from aiohttp import web
+        from aiohttp.test_utils import TestClient, TestServer
+    except ImportError:
+        pytest.fail("aiohttp (a ComfyUI dependency) is not installed: pip install aiohttp", pytrace=False)
+    from comfyui_webtv.nodes.broadcast import routes
+
+    async def scenario():
+        table = web.RouteTableDef()
+        routes.register(table)
+        app = web.Application()
+        app.add_routes(table)
+        async with TestClient(TestServer(app)) as client:
+            everything = await (await client.get("/webtv/channels")).json()
+            assert everything["preview"]["name"] == "preview"
+            assert (await (await client.get("/webtv/channels/preview/status")).json())["mode"] == "clips"
+            moved = await client.get("/webtv/channels/preview/preview", allow_redirects=False)
+            assert moved.status == 302 and moved.headers["Location"] == "/webtv/channels/preview/preview/"
+            page = await client.get("/webtv/channels/preview/preview/")
+            assert page.status == 200 and "MediaSource" in await page.text()
+            deadline = time.monotonic() + 15
+            while (listing := await client.get("/webtv/channels/preview/preview/hls/live.m3u8")).status != 200:
+                assert time.monotonic() < deadline, "no HLS playlist within 15 s"
+                await asyncio.sleep(0.2)
+            assert listing.headers["Content-Type"] == "application/vnd.apple.mpegurl" and "#EXT-X-MAP" in await listing.text()
+            for bad in ("/webtv/channels/nope/status", "/webtv/channels/preview/preview/hls/..%2F..%2Fetc%2Fpasswd",
+                        "/webtv/channels/preview/preview/hls/x.txt"):
+                assert (await client.get(bad)).status == 404, bad
+
+    asyncio.run(scenario())

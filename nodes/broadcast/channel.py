@@ -35,6 +35,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MODES = ["clips", "playlist"]
 STABLE_SECONDS = 30.0  # a session live this long resets the reconnect backoff
 AUDIO_QUEUE_SECONDS = 10
+STALL_SECONDS = 20  # an encoder whose output time stands still this long is restarted
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class _Session:
         try:
             self.proc = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
         except BaseException:
+            if self._audio_fd is not None:
+                os.close(self._audio_fd)
             self._close_outputs(False)
             raise
         finally:
@@ -107,6 +110,8 @@ class _Session:
         self.log = FfmpegLog(self.proc.stderr)
         self._pump = threading.Thread(target=self._pump_output, name="webtv-encoder-pump", daemon=True)
         self._pump.start()
+        self._closing = threading.Event()
+        threading.Thread(target=self._watchdog, name="webtv-encoder-watchdog", daemon=True).start()
         self._audio_writer = None
         if self._audio_fd is not None:
             # ffmpeg opens (and probes) its inputs one after the other: while it reads the first frames
@@ -123,6 +128,17 @@ class _Session:
         finally:
             os.close(self._audio_fd)
 
+    def _watchdog(self) -> None:
+        """Kill an encoder whose output time stops advancing (a hang), so the chain restarts."""
+        last, since = None, time.monotonic()
+        while not self._closing.wait(1.0):
+            now = self.log.progress.get("out_time_us")
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since > STALL_SECONDS and self.proc.poll() is None:
+                self.log.note(f"the encoder made no progress for {STALL_SECONDS} s")
+                self.proc.kill()
+
     def _pump_output(self) -> None:
         fd = self.proc.stdout.fileno()
         while chunk := os.read(fd, 65536):
@@ -135,7 +151,11 @@ class _Session:
             self._audio_queue.put(audio, timeout=AUDIO_QUEUE_SECONDS)
             _write_all(self.proc.stdin.fileno(), video)
         except (OSError, queue.Full):
-            self.proc.wait()
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             raise OutputsDown(f"the encoder stopped: {self.log.tail() or 'exit code ' + str(self.proc.returncode)}") from None
 
     def check(self) -> None:
@@ -156,6 +176,7 @@ class _Session:
 
     def close(self, graceful: bool) -> None:
         """Stop the encoder and outputs; ``graceful`` flushes the stream to the outputs first."""
+        self._closing.set()
         if not graceful:
             self.proc.kill()
         if self._audio_writer is not None:
@@ -250,10 +271,6 @@ class Channel:
                 self._cursor, self._hold = paths.index(current), False
             else:  # the clip on air was removed: the one now at its place plays next
                 self._cursor, self._hold = min(self._cursor, len(clips)), True
-
-    def clip_paths(self) -> list[str]:
-        with self._lock:
-            return [c.path for c in self._clips]
 
     # ---------------------------------------------------------------- status
     def status(self) -> dict:

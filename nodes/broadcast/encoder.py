@@ -115,6 +115,10 @@ class FfmpegLog:
                 self._lines.append(mask(line, self._secrets))
         stream.close()
 
+    def note(self, line: str) -> None:
+        """Add a line of our own to the reported tail."""
+        self._lines.append(line)
+
     def join(self, timeout: float = 2.0) -> None:
         self._thread.join(timeout)
 

@@ -7,6 +7,7 @@ gets silence; audio shorter or longer than the picture is padded or cut frame by
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import tempfile
@@ -70,7 +71,16 @@ class ClipInfo:
 
 
 def probe(path: str, input_name: str = "clips") -> ClipInfo:
-    """Read a clip's streams; raises a clear error when it is not a playable video."""
+    """Read a clip's streams (cached while the file is unchanged); raises a clear error when it is not a playable video."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"{input_name}: cannot read {path} ({exc.strerror}).") from None
+    return _probe(path, st.st_size, st.st_mtime_ns, input_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe(path: str, size: int, mtime_ns: int, input_name: str) -> ClipInfo:
     import av
 
     try:
@@ -140,12 +150,3 @@ class ClipDecoder:
             proc.stdout.close()
             proc.wait()
         self._log.close()
-
-
-def file_stamp(path: str) -> tuple[int, int] | None:
-    """(size, mtime_ns) of a file, or None when it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns

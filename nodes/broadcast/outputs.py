@@ -15,7 +15,6 @@ import queue
 import socket
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 
 from ..common.ffmpeg import ffmpeg_exe
