@@ -23,7 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from typing import Callable
+from dataclasses import dataclass, field
 
 from ..nodes.common.files import atomic_path
 from . import workflow_format as wf
@@ -330,6 +330,57 @@ def _output_files(outputs: dict) -> list[dict]:
 
 # ---------------------------------------------------------------- the command
 
+def _history_error(entry: dict) -> tuple[str, dict | None]:
+    """("success" | "error" | "interrupted", error) from a /history entry's status messages."""
+    status = entry.get("status") or {}
+    if status.get("status_str") != "error":
+        return "success", None
+    for kind, data in status.get("messages") or []:
+        if kind in ("execution_error", "execution_interrupted"):
+            error = {k: data.get(k) for k in ("node_id", "node_type", "exception_type", "exception_message")}
+            return ("interrupted" if kind == "execution_interrupted" else "error"), error
+    return "error", None
+
+
+@dataclass
+class Run:
+    prompt_id: str
+    node_errors: dict  # outputs ComfyUI left out while running the others
+    status: str = "success"
+    error: dict | None = None
+    entry: dict = field(default_factory=dict)  # the /history entry
+
+
+def _run_prompt(client: ComfyClient, body: dict, api: dict, progress: Progress, deadline: float) -> Run:
+    """Post ``body`` and wait for the run to end."""
+    try:
+        ws = client.websocket(body["client_id"])  # before posting, so no message is missed
+    except (OSError, ConnectionError) as e:
+        ws = None
+        progress.say(f"no websocket ({e}); polling /history instead")
+    try:
+        reply = client.post_prompt(body)
+        run = Run(reply["prompt_id"], reply.get("node_errors") or {})
+        progress.say(f"queued prompt {run.prompt_id} (#{reply.get('number')})")
+        if run.node_errors:
+            for line in describe_rejection({"error": "some outputs are invalid and will not run", "node_errors": run.node_errors}, api):
+                progress.say(line.replace("refused the workflow", "warns"))
+        if ws is not None:
+            try:
+                run.status, run.error = follow(ws, run.prompt_id, progress, deadline)
+            except TimeoutError:
+                raise
+            except (ConnectionError, OSError) as e:
+                progress.say(f"websocket lost ({e}); polling /history instead")
+    finally:
+        if ws is not None:
+            ws.close()
+    run.entry = wait_history(client, run.prompt_id, deadline)
+    if run.status == "success":
+        run.status, run.error = _history_error(run.entry)
+    return run
+
+
 def queue_workflow(
     workflow_path: str,
     server: str,
@@ -351,9 +402,9 @@ def queue_workflow(
     client = ComfyClient(server)
     try:
         with open(workflow_path, encoding="utf-8") as f:
-            kind, data = wf.load_workflow(f.read())
+            kind, workflow = wf.load_workflow(f.read())
         object_info = client.get_json("/object_info") if kind == "ui" or sets else None
-        api = wf.ui_to_api(data, object_info) if kind == "ui" else data
+        api = wf.ui_to_api(workflow, object_info) if kind == "ui" else workflow
         for assignment in sets:
             wf.set_input(api, assignment, object_info)
     except OSError as e:
@@ -366,39 +417,17 @@ def queue_workflow(
         return done(EXIT_UNREACHABLE, "unreachable", error={"message": f"{server} answered HTTP {e.code} for {e.url}; is it ComfyUI?"})
 
     progress = Progress(api, progress_stream, quiet)
-    client_id = uuid.uuid4().hex
-    deadline = time.monotonic() + timeout
+    body = {"prompt": api, "client_id": uuid.uuid4().hex}
+    if kind == "ui":
+        body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}  # savers embed it, as from the editor
     try:
-        try:
-            ws = client.websocket(client_id)
-        except (OSError, ConnectionError) as e:
-            ws = None
-            progress.say(f"no websocket ({e}); polling /history instead")
-        body = {"prompt": api, "client_id": client_id}
-        if kind == "ui":
-            body["extra_data"] = {"extra_pnginfo": {"workflow": data}}
-        try:
-            reply = client.post_prompt(body)
-        except Rejected as e:
-            for line in describe_rejection(e.body, api):
-                progress.say(line)
-            error = e.body.get("error")
-            return done(EXIT_INVALID, "rejected", error=error if isinstance(error, dict) else {"message": str(error)},
-                        node_errors=e.body.get("node_errors") or {})
-        prompt_id = summary["prompt_id"] = reply["prompt_id"]
-        summary["node_errors"] = reply.get("node_errors") or {}
-        progress.say(f"queued prompt {prompt_id} (#{reply.get('number')})")
-        status, error = "success", None
-        if ws is not None:
-            try:
-                status, error = follow(ws, prompt_id, progress, deadline)
-            except TimeoutError:
-                raise
-            except (ConnectionError, OSError) as e:
-                progress.say(f"websocket lost ({e}); polling /history instead")
-            finally:
-                ws.close()
-        entry = wait_history(client, prompt_id, deadline)
+        run = _run_prompt(client, body, api, progress, time.monotonic() + timeout)
+    except Rejected as e:
+        for line in describe_rejection(e.body, api):
+            progress.say(line)
+        error = e.body.get("error")
+        return done(EXIT_INVALID, "rejected", error=error if isinstance(error, dict) else {"message": str(error)},
+                    node_errors=e.body.get("node_errors") or {})
     except TimeoutError:
         return done(EXIT_FAILED, "timeout", error={"message": f"no result within {timeout:g} s"})
     except Unreachable as e:
@@ -406,24 +435,16 @@ def queue_workflow(
     except urllib.error.HTTPError as e:
         return done(EXIT_FAILED, "server_error", error={"message": f"{server} answered HTTP {e.code} for {e.url}."})
 
-    summary["outputs"] = entry.get("outputs") or {}
-    history_status = entry.get("status") or {}
-    if history_status.get("status_str") == "error" and status == "success":
-        status = "error"
-        for kind_name, data in history_status.get("messages") or []:
-            if kind_name in ("execution_error", "execution_interrupted"):
-                status = "interrupted" if kind_name == "execution_interrupted" else "error"
-                error = {k: data.get(k) for k in ("node_id", "node_type", "exception_type", "exception_message")}
-    if error:
-        summary["error"] = error
-        if error.get("exception_message"):
-            progress.say(f"{progress.label(error.get('node_id'))} failed: {error.get('exception_type')}: {error['exception_message']}")
+    error = run.error
+    summary.update(prompt_id=run.prompt_id, node_errors=run.node_errors, outputs=run.entry.get("outputs") or {}, error=error)
+    if error and error.get("exception_message"):
+        progress.say(f"{progress.label(error.get('node_id'))} failed: {error.get('exception_type')}: {error['exception_message']}")
     if output_dir:
         try:
             summary["files"] = [client.download(item, output_dir) for item in _output_files(summary["outputs"])]
         except (Unreachable, urllib.error.HTTPError, ValueError, OSError) as e:
             return done(EXIT_FAILED, "download_failed", error={"message": str(e)})
-    return done(EXIT_OK if status == "success" else EXIT_FAILED, status)
+    return done(EXIT_OK if run.status == "success" else EXIT_FAILED, run.status)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

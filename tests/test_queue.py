@@ -163,7 +163,10 @@ class FakeComfyUI:
                     node_errors[nid] = {"errors": [{"type": "value_smaller_than_min", "message": f"Value {value} smaller than min of {config[1]['min']}", "details": name, "extra_info": {"input_name": name, "input_config": config, "received_value": value}}], "dependent_outputs": ["5"], "class_type": node["class_type"]}
         if node_errors:
             return 400, {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}}, "node_errors": node_errors}
-        return 200, {"prompt_id": str(uuid.uuid4()), "number": len(self.prompts) - 1, "node_errors": {}}
+        partial = {}
+        if self.scenario == "partial":  # ComfyUI runs the valid outputs and names the invalid ones
+            partial = {"9": {"errors": [{"type": "required_input_missing", "message": "Required input is missing", "details": "images", "extra_info": {"input_name": "images"}}], "dependent_outputs": ["9"], "class_type": "WebTVSaveVideo"}}
+        return 200, {"prompt_id": str(uuid.uuid4()), "number": len(self.prompts) - 1, "node_errors": partial}
 
     def run(self, pid: str, body: dict) -> None:
         """Play the scenario's ws messages, then store the history entry (a little later, as ComfyUI does)."""
@@ -259,6 +262,15 @@ def test_node_errors_are_reported_clearly():
     assert summary["node_errors"]["3"]["errors"][0]["type"] == "value_smaller_than_min"
     assert "ComfyUI refused the workflow: Prompt outputs failed validation" in log
     assert "node 3 (Zeroscope Text to Video) input 'frames': Value -2 smaller than min of 1: frames, got -2" in log
+
+
+def test_partly_invalid_prompt_runs_and_warns():
+    with FakeComfyUI("partial") as server:
+        code, summary, log = _queue(server)
+    assert code == 0 and summary["status"] == "success"
+    assert summary["node_errors"]["9"]["class_type"] == "WebTVSaveVideo"
+    assert "ComfyUI warns: some outputs are invalid and will not run" in log
+    assert "node 9 (WebTVSaveVideo) input 'images': Required input is missing: images" in log
 
 
 def test_unknown_node_type_is_refused(tmp_path):
