@@ -24,6 +24,7 @@ def probe(path: str) -> MediaInfo:
     """Decode every video frame and read the audio stream's length."""
     with av.open(path) as container:
         video = container.streams.video[0]
+        fps, width, height, codec = float(video.average_rate), video.width, video.height, video.codec_context.name
         frames = sum(1 for _ in container.decode(video))
         tags = dict(container.metadata)
     audio_codec = audio_duration = None
@@ -33,5 +34,4 @@ def probe(path: str) -> MediaInfo:
             audio_codec = stream.codec_context.name
             samples = sum(f.samples for f in container.decode(stream))
             audio_duration = samples / stream.rate
-    fps = float(video.average_rate)
-    return MediaInfo(frames, fps, video.width, video.height, video.codec_context.name, audio_codec, frames / fps, audio_duration, tags)
+    return MediaInfo(frames, fps, width, height, codec, audio_codec, frames / fps, audio_duration, tags)

@@ -10,6 +10,7 @@ import pytest
 
 import workflow_executor as wx
 from comfyui_webtv import NODE_CLASS_MAPPINGS
+from comfyui_webtv.nodes.broadcast import channel as channels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UI_FILES = sorted(f for f in glob.glob(os.path.join(ROOT, "workflows", "*.json")) if not f.endswith("_api.json"))
@@ -20,7 +21,7 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # The example workflows carry real settings (576 x 320, 40 steps...). Tiny random models keep the real
 # architecture, whose attention cost grows with the square of the frame size, so CI runs each workflow
 # with these widgets capped. Everything else (graph, models, other widgets) runs as shipped.
-CI_CAPS = {"width": 64, "height": 64, "frames": 8, "steps": 2}
+CI_CAPS = {"width": 64, "height": 64, "frames": 8, "steps": 2, "shots": 2}
 
 
 def _ids(files):
@@ -103,7 +104,10 @@ def _capped(api: dict) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", API_FILES, ids=_ids(API_FILES))
 def test_api_workflow_runs_on_tiny_models(path, tiny_env):
-    results = wx.execute(_capped(wx.load(path)), extra_pnginfo={"workflow": {"source": os.path.basename(path)}})
+    try:
+        results = wx.execute(_capped(wx.load(path)), extra_pnginfo={"workflow": {"source": os.path.basename(path)}})
+    finally:
+        channels.stop_all()  # a channel outlives its prompt run by design; the test ends it
     saved = [r for nid, r in results.items() if wx.load(path)[nid]["class_type"] == "WebTVSaveVideo"]
     for result in saved:
         for video in result["outputs"][0]:
