@@ -18,7 +18,7 @@ from typing import Any
 
 MUTED, BYPASSED = 2, 4
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize", "increment-wrap")  # the last for combos
 NOTE_TYPES = {"Note", "MarkdownNote"}
 REROUTE, PRIMITIVE = "Reroute", "PrimitiveNode"
 FRONTEND_ONLY = NOTE_TYPES | {REROUTE, PRIMITIVE}
@@ -104,9 +104,11 @@ def widget_slots(info: dict) -> list[tuple[str | None, Any, dict]]:
         if not _is_widget(kind, options):
             continue
         slots.append((name, kind, options))
-        control = options.get("control_after_generate")
-        if control is None and kind == "INT":
-            control = name in ("seed", "noise_seed")  # the frontend's legacy rule
+        control = False
+        if kind == "INT":  # the frontend's legacy rule: seed and noise_seed get one unless told otherwise
+            control = options.get("control_after_generate", name in ("seed", "noise_seed"))
+        elif _is_combo(kind):
+            control = options.get("control_after_generate", False)
         if control:
             slots.append((None, "control_after_generate", {}))
             if _is_combo(kind):

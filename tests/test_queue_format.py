@@ -32,6 +32,7 @@ OBJECT_INFO = {
             "noise": ("INT", {"default": 0, "control_after_generate": True}),
             "text": ("STRING", {"multiline": True, "dynamicPrompts": True}),
             "mode": (["a", "b", "c"], {"default": "b"}),
+            "scale": ("FLOAT", {"default": 1.0, "control_after_generate": True}),  # FLOAT widgets get no control
         },
         {"info": ("STRING", {"forceInput": True}), "flag": ("BOOLEAN", {"default": True})},
     ),
@@ -55,7 +56,7 @@ def test_widgets_in_order_control_values_skipped_links_override():
     ui = {
         "nodes": [
             _node(1, "Source", [7, "fixed", "hello"], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [1]}]),
-            _node(2, "Step", [0.25, 3, "increment", "a cat", "c", False], inputs=[_inp("image", 1), _inp("info", None, "STRING"), _inp("text", 2, "STRING", widget=True)], title="My Step"),
+            _node(2, "Step", [0.25, 3, "increment", "a cat", "c", 2.0, False], inputs=[_inp("image", 1), _inp("info", None, "STRING"), _inp("text", 2, "STRING", widget=True)], title="My Step"),
             _node(3, "Source", [1, "randomize", "txt"], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [2]}]),
             _node(4, "Loader", ["two.png", "image", "q", "fixed", ""]),
         ],
@@ -64,7 +65,7 @@ def test_widgets_in_order_control_values_skipped_links_override():
     api = wf.ui_to_api(ui, OBJECT_INFO)
     assert api["1"] == {"inputs": {"seed": 7, "label": "hello"}, "class_type": "Source", "_meta": {"title": "Source Node"}}
     assert api["2"] == {
-        "inputs": {"strength": 0.25, "noise": 3, "text": ["3", 0], "mode": "c", "flag": False, "image": ["1", 0]},
+        "inputs": {"strength": 0.25, "noise": 3, "text": ["3", 0], "mode": "c", "scale": 2.0, "flag": False, "image": ["1", 0]},
         "class_type": "Step",
         "_meta": {"title": "My Step"},
     }
@@ -73,7 +74,7 @@ def test_widgets_in_order_control_values_skipped_links_override():
 
 def test_missing_trailing_values_take_defaults_and_bad_control_value_is_named():
     ui = {"nodes": [_node(1, "Step", [0.5, 2, "fixed", "t"])], "links": []}
-    assert wf.ui_to_api(ui, OBJECT_INFO)["1"]["inputs"] == {"strength": 0.5, "noise": 2, "text": "t", "mode": "b", "flag": True}
+    assert wf.ui_to_api(ui, OBJECT_INFO)["1"]["inputs"] == {"strength": 0.5, "noise": 2, "text": "t", "mode": "b", "scale": 1.0, "flag": True}
     ui = {"nodes": [_node(1, "Source", [7, "hello"])], "links": []}  # control value left out
     with pytest.raises(wf.WorkflowError, match=r"node 1 \(Source\): widgets_values\[1\] is 'hello'.*after 'seed'"):
         wf.ui_to_api(ui, OBJECT_INFO)
@@ -84,7 +85,7 @@ def test_muted_bypassed_reroute_primitive_note():
         "nodes": [
             _node(1, "Source", [1, "fixed", "a"], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [1]}]),
             # bypassed: its IMAGE input stands in for its IMAGE output
-            _node(2, "Step", [0.5, 0, "fixed", "", "a", True], inputs=[_inp("image", 1)], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [2]}], mode=4),
+            _node(2, "Step", [0.5, 0, "fixed", "", "a", 1.0, True], inputs=[_inp("image", 1)], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [2]}], mode=4),
             _node(3, "Reroute", [], inputs=[{"name": "", "type": "*", "link": 2}], outputs=[{"name": "", "type": "IMAGE", "links": [3]}]),
             _node(4, "Sink", ["old"], inputs=[_inp("image", 3), _inp("prefix", 4, "STRING", widget=True)]),
             _node(5, "PrimitiveNode", ["from primitive", "fixed"], outputs=[{"name": "STRING", "type": "STRING", "links": [4, 6], "widget": {"name": "prefix"}}]),
@@ -125,7 +126,7 @@ def test_dynamic_prompts():
     assert wf.process_dynamic_prompt("{a|{b|c}}", random.Random(1)) in ("a", "b", "c")
     seen = {wf.process_dynamic_prompt("{a|b|c}", random.Random(s)) for s in range(30)}
     assert seen == {"a", "b", "c"}
-    ui = {"nodes": [_node(1, "Step", [0.5, 0, "fixed", "{only}", "a", True])], "links": []}
+    ui = {"nodes": [_node(1, "Step", [0.5, 0, "fixed", "{only}", "a", 1.0, True])], "links": []}
     assert wf.ui_to_api(ui, OBJECT_INFO)["1"]["inputs"]["text"] == "only"
 
 
