@@ -285,10 +285,7 @@ def test_bad_choices_name_the_input(output_dir):
 
 # ---------------------------------------------------------------- the tiny local LM
 
-def test_tiny_local_lm_falls_back_deterministically(tiny_env, monkeypatch):
-    # a short reply budget keeps CPU time low; random weights never write valid JSON at any length
-    monkeypatch.setattr(backends, "TOKENS_BASE", 40)
-    monkeypatch.setattr(backends, "TOKENS_PER_SHOT", 20)
+def test_tiny_local_lm_falls_back_deterministically(tiny_env):
     assert os.path.isfile(os.path.join(tiny_env["models"], "llm", tiny.NAME, "tokenizer.json"))
     prompts, combined, report = ShotWriter().write(THEME, 1, "cinematic", 11, "local", "", tiny.NAME)
     info = json.loads(report)
@@ -299,6 +296,21 @@ def test_tiny_local_lm_falls_back_deterministically(tiny_env, monkeypatch):
     # auto picks the local model when no endpoint is set
     (chosen,) = backends.select("auto", "", "", 1)
     assert isinstance(chosen, backends.LocalLM) and chosen.model_name == tiny.NAME
+
+
+def test_reply_watch_stops_when_the_json_closes_or_never_starts(tiny_env):
+    import torch
+
+    _, tokenizer = backends.load_local(os.path.join(tiny_env["models"], "llm", tiny.NAME))
+    reply = 'Sure!\n```json\n{"subject": "a } in text", "shots": [{"prompt": "x \\" {"}]}\n``` and more chatter'
+    ids = tokenizer(reply)["input_ids"]
+    watch = backends.ReplyWatch(tokenizer, len(ids))
+    stops = [bool(watch(torch.tensor([ids[: i + 1]]), None)[0]) for i in range(len(ids))]
+    first = stops.index(True)
+    assert tokenizer.decode(ids[: first + 1]).endswith("]}") and not any(stops[:first])
+    chatter = tokenizer("no json here, only words " * 20)["input_ids"]
+    watch = backends.ReplyWatch(tokenizer, len(chatter), opening_tokens=30)
+    assert [bool(watch(torch.tensor([chatter[: i + 1]]), None)[0]) for i in range(31)] == [False] * 29 + [True] * 2
 
 
 def test_tiny_local_lm_reply_is_seeded(tiny_env):

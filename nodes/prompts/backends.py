@@ -26,6 +26,7 @@ KEY_FILE_ENV = "WEBTV_LLM_API_KEY_FILE"
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # Reply length budget of the local model: the JSON shell plus about 90 words per shot.
 TOKENS_BASE, TOKENS_PER_SHOT, TOKENS_MAX = 200, 120, 4096
+OPENING_TOKENS = 128  # a reply with no JSON started by then is given up
 
 
 class BackendError(RuntimeError):
@@ -136,15 +137,46 @@ def _chat_text(tokenizer, messages: list[dict[str, str]]) -> str:
     return "\n\n".join(lines) + "\n\nAssistant:"
 
 
-class _Progress:
-    """A StoppingCriteria-shaped callable: one progress step (and interrupt point) per token."""
+class ReplyWatch:
+    """A StoppingCriteria-shaped callable for one sequence: one progress step (and interrupt point)
+    per token, and a stop as soon as the reply's first JSON object is closed, or when no JSON has
+    started after ``opening_tokens`` tokens (the reply is unusable however long it grows)."""
 
-    def __init__(self, total: int):
+    def __init__(self, tokenizer, total: int, opening_tokens: int = OPENING_TOKENS):
+        self.tokenizer = tokenizer
         self.bar = host.ProgressBar(total)
+        self.opening_tokens = opening_tokens
+        self.tokens = 0
+        self.depth = 0
+        self.in_string = self.escaped = self.opened = False
+
+    def feed(self, text: str) -> bool:
+        """Scan ``text``; True once the first top-level object or array has been closed."""
+        for c in text:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif c == "\\":
+                    self.escaped = True
+                elif c == '"':
+                    self.in_string = False
+            elif c == '"' and self.opened:
+                self.in_string = True
+            elif c in "{[":
+                self.depth += 1
+                self.opened = True
+            elif c in "}]" and self.opened:
+                self.depth -= 1
+                if self.depth <= 0:
+                    return True
+        return False
 
     def __call__(self, input_ids, scores, **kwargs):
         self.bar.update(1)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        self.tokens += 1
+        closed = self.feed(self.tokenizer.decode(input_ids[0, -1:], skip_special_tokens=True))
+        stop = closed or (not self.opened and self.tokens >= self.opening_tokens)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 class LocalLM:
@@ -185,7 +217,7 @@ class LocalLM:
                     top_p=0.95,
                     max_new_tokens=self.max_new_tokens,
                     pad_token_id=pad,
-                    stopping_criteria=StoppingCriteriaList([_Progress(self.max_new_tokens)]),
+                    stopping_criteria=StoppingCriteriaList([ReplyWatch(tokenizer, self.max_new_tokens)]),
                 )
         return tokenizer.decode(output[0, prompt_length:].cpu(), skip_special_tokens=True)
 
