@@ -11,7 +11,9 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -99,33 +101,85 @@ class Nginx:
             return [line for line in f if " PUBLISH " in line]
 
 
+class TlsProxy:
+    """rtmps:// in front of an nginx-rtmp: terminates TLS on 127.0.0.1 and forwards plain RTMP.
+
+    Its self-signed certificate (``cert``) names 127.0.0.1, so a client that trusts it verifies the
+    connection fully (the channel's ffmpeg verifies certificates).
+    """
+
+    def __init__(self, root: str, target_port: int):
+        self.cert, key = os.path.join(root, "cert.pem"), os.path.join(root, "key.pem")
+        cert = self.cert
+        made = subprocess.run(
+            [need("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True,
+        )
+        assert made.returncode == 0, made.stderr.decode()
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._target = target_port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.handshakes = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            tls = self._context.wrap_socket(client, server_side=True)
+            self.handshakes += 1
+            upstream = socket.create_connection(("127.0.0.1", self._target), timeout=2)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        threading.Thread(target=_pipe, args=(upstream, tls), daemon=True).start()
+        _pipe(tls, upstream)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, sink):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
 class Puller:
     """Debian's ffmpeg playing an RTMP stream into an FLV file (it waits for a publisher)."""
 
-    def __init__(self, url: str, path: str, idle_timeout: float = 3.0):
+    def __init__(self, url: str, path: str, idle_timeout: float = 15.0):
         self.path = path
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [need("ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-rw_timeout", str(int(idle_timeout * 1e6)),
-             "-probesize", "32768", "-analyzeduration", "200000", "-i", url, "-map", "0", "-c", "copy", "-f", "flv", path],
+             "-probesize", "32768", "-analyzeduration", "200000", "-i", url, "-map", "0", "-c", "copy",
+             "-flush_packets", "1", "-f", "flv", path],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
 
-    def first_data(self, timeout: float) -> float | None:
-        """Seconds until the file holds more than a header, or None."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if os.path.exists(self.path) and os.path.getsize(self.path) > 4096:
-                return time.monotonic()
-            time.sleep(0.05)
-        return None
-
-    def wait(self, timeout: float = 15) -> None:
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def wait(self) -> None:
+        """End the player once what nginx had has arrived (every packet is already flushed to the file)."""
+        time.sleep(0.5)
+        self.proc.kill()
+        self.proc.wait()
 
 
 COLOURS = {"red": (255, 0, 0), "lime": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0), "black": (0, 0, 0)}

@@ -17,7 +17,7 @@ import pytest
 from comfyui_webtv.nodes.broadcast import channel as channels
 from comfyui_webtv.nodes.broadcast.nodes import ChannelAppend, ChannelStatus, ChannelStop, FFConcatPlaylist, RTMPChannel
 
-from .rtmp_server import Nginx, Puller, analyse, channel_ffmpegs, make_clip
+from .rtmp_server import Nginx, Puller, TlsProxy, analyse, channel_ffmpegs, make_clip
 
 FPS = 24
 CLIP_S = 1.5
@@ -68,7 +68,8 @@ def wait_for(predicate, timeout: float, what: str):
         if value:
             return value
         time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}; status: {json.dumps(status())[:1500]}")
+    now = {k: v for k, v in status().items() if k != "history"}
+    pytest.fail(f"timed out after {timeout} s waiting for {what}; status: {json.dumps(now)}")
 
 
 def playlist_of(*paths: str) -> str:
@@ -156,6 +157,42 @@ def test_channel_survives_a_server_restart(nginx, clips):
     assert history[:4] == [(names[0], True), (names[1], False), (names[1], True), (names[2], True)], history
     stream = analyse(puller.path)
     check_stream(stream, [("lime", FRAMES), ("blue", FRAMES)], KBPS)
+
+
+def test_one_encode_feeds_rtmp_and_rtmps_independently(nginx, clips, tmp_path, monkeypatch):
+    """Two servers, one over TLS: one encoder; a crash of one server leaves the other's stream untouched."""
+    import psutil
+
+    other = Nginx(str(tmp_path / "nginx-b"))
+    other.start()
+    proxy = TlsProxy(other.root, other.port)
+    monkeypatch.setenv("WEBTV_CA_FILE", proxy.cert)  # trust the test's own certificate, verification stays on
+    try:
+        plain = Puller(nginx.url("a"), os.path.join(nginx.root, "a.flv"))
+        start_channel(playlist_of(clips["red"], clips["lime"], clips["blue"]), f"{nginx.url('a')}\nrtmps://127.0.0.1:{proxy.port}/live/b")
+        wait_for(lambda: [o["state"] for o in status()["outputs"]] == ["live", "live"], 10, "both outputs live")
+        encoders = [p for p in channel_ffmpegs() if "libx264" in psutil.Process(p).cmdline()]
+        assert len(encoders) == 1 and proxy.handshakes >= 1
+        other.kill()
+        wait_for(lambda: status()["outputs"][1]["state"] != "live", 5, "the rtmps output to notice")
+        assert status()["outputs"][0]["state"] == "live" and status()["state"] == "live"
+        other.start()
+        tls_pull = Puller(other.url("b"), os.path.join(other.root, "b.flv"))
+        wait_for(lambda: status()["outputs"][1]["state"] == "live", 10, "the rtmps output back")
+        wait_for(lambda: len(completed()) >= 4, 10, "four clips")
+        time.sleep(1.5)
+        final = json.loads(ChannelStop().stop("test")["result"][0])
+        plain.wait()
+        tls_pull.wait()
+    finally:
+        other.kill()
+        proxy.close()
+    assert final["sessions"] == 1 and final["outputs"][0]["reconnects"] == 0 and final["outputs"][1]["reconnects"] >= 1
+    assert len(nginx.publishes()) == 1
+    check_stream(analyse(plain.path), [("red", FRAMES), ("lime", FRAMES), ("blue", FRAMES), ("red", FRAMES)], KBPS)
+    rejoined = analyse(tls_pull.path)  # joined mid-stream at a keyframe, continuous from there
+    assert rejoined.keyframes[0] and len(rejoined.colours) >= FRAMES
+    assert np.diff(rejoined.video_times).max() <= 1.5 / FPS
 
 
 def test_playlist_mode_loops_through_nginx(nginx, clips):

@@ -28,7 +28,7 @@ from ..common.ffmpeg import ffmpeg_exe
 from .encoder import Encoding, FfmpegLog, encode_args, playlist_input_args, raw_input_args
 from .keys import check_output_url
 from .normalize import ChannelFormat, ClipDecoder, ClipInfo, probe
-from .outputs import Backoff, Output, OutputSpec, clear_hls
+from .outputs import PAT_PID, PMT_PID, TS_PACKET, Backoff, Output, OutputSpec, clear_hls, ts_pid
 from .playlist import inside_output, read_ffconcat
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -83,7 +83,10 @@ class _Session:
 
     def __init__(self, channel: "Channel"):
         self.started = time.monotonic()
-        self.outputs = [Output(spec, channel.settings.retry_max_seconds, channel._launches) for spec in channel._specs]
+        self._psi: dict[int, bytes] = {}  # the first PAT and PMT packets of the stream
+        self.outputs = [
+            Output(spec, channel.settings.retry_max_seconds, channel._launches, self.ts_header) for spec in channel._specs
+        ]
         settings = channel.settings
         base = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:2", "-stats_period", "0.5"]
         self._audio_fd = None
@@ -139,9 +142,21 @@ class _Session:
                 self.log.note(f"the encoder made no progress for {STALL_SECONDS} s")
                 self.proc.kill()
 
+    def ts_header(self) -> bytes:
+        return self._psi.get(PAT_PID, b"") + self._psi.get(PMT_PID, b"")
+
     def _pump_output(self) -> None:
+        """Hand the encoder's MPEG-TS to every output in whole 188-byte packets."""
         fd = self.proc.stdout.fileno()
-        while chunk := os.read(fd, 65536):
+        rest = b""
+        while data := os.read(fd, 65536):
+            data = rest + data
+            cut = len(data) - len(data) % TS_PACKET
+            chunk, rest = data[:cut], data[cut:]
+            if len(self._psi) < 2:
+                for i in range(0, len(chunk), TS_PACKET):
+                    if ts_pid(chunk, i) in (PAT_PID, PMT_PID):
+                        self._psi.setdefault(ts_pid(chunk, i), chunk[i : i + TS_PACKET])
             for output in self.outputs:
                 output.push(chunk)
 

@@ -59,7 +59,7 @@ def encode_args(fmt: ChannelFormat, enc: Encoding) -> list[str]:
         "-b:v", rate, "-minrate", rate, "-maxrate", rate, "-bufsize", rate,
         "-x264-params", "nal-hrd=cbr:force-cfr=1",
         "-c:a", "aac", "-b:a", f"{enc.audio_kbps}k", "-ar", str(fmt.sample_rate), "-ac", str(fmt.channels),
-        "-f", "mpegts", "pipe:1",
+        "-f", "mpegts", "-mpegts_pmt_start_pid", "0x1000", "-mpegts_start_pid", "0x100", "pipe:1",
     ]
 
 

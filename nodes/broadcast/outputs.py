@@ -50,7 +50,6 @@ class OutputSpec:
     target: str  # URL template, or the HLS folder
     url: str = field(default="", repr=False)  # resolved URL (holds the key)
     secrets: list[str] = field(default_factory=list, repr=False)
-
     @classmethod
     def rtmp(cls, template: str) -> "OutputSpec":
         url, secrets = resolve(template)
@@ -80,7 +79,8 @@ class OutputSpec:
             "-map", "0", "-c", "copy",
         ]
         if self.kind == "rtmp":
-            return args + ["-f", "flv", "-flvflags", "no_duration_filesize", "-rw_timeout", "15000000", self.url]
+            tls = ["-ca_file", ca] if self.url.startswith("rtmps:") and (ca := ca_file()) else []
+            return args + ["-f", "flv", "-flvflags", "no_duration_filesize", "-rw_timeout", "15000000", *tls, self.url]
         return args + [
             "-bsf:a", "aac_adtstoasc", "-f", "hls", "-hls_time", "2", "-hls_list_size", "8",
             "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", f"init_{launch}.mp4",
@@ -96,6 +96,43 @@ class OutputSpec:
         return mask(self.target, self.secrets)
 
 
+TS_PACKET = 188
+PAT_PID, PMT_PID, VIDEO_PID = 0x0000, 0x1000, 0x0100  # fixed by encode_args()
+
+
+def ts_pid(packet: bytes | memoryview, at: int = 0) -> int:
+    return ((packet[at + 1] & 0x1F) << 8) | packet[at + 2]
+
+
+def keyframe_at(chunk: bytes) -> int | None:
+    """Offset of the first TS packet that starts a video keyframe (random access indicator), or None."""
+    for i in range(0, len(chunk) - 5, TS_PACKET):
+        flags = chunk[i + 1]
+        if (
+            chunk[i] == 0x47 and flags & 0x40 and ts_pid(chunk, i) == VIDEO_PID
+            and chunk[i + 3] & 0x20 and chunk[i + 4] and chunk[i + 5] & 0x40
+        ):
+            return i
+    return None
+
+
+def ca_file() -> str | None:
+    """CA bundle that rtmps:// certificates are verified against.
+
+    ``$WEBTV_CA_FILE`` when set; else the system store that ffmpeg's OpenSSL reads (/etc/ssl) where there
+    is one; else certifi's bundle when installed (Windows, some containers). None: OpenSSL's defaults.
+    """
+    if os.environ.get("WEBTV_CA_FILE"):
+        return os.environ["WEBTV_CA_FILE"]
+    if os.path.isdir("/etc/ssl/certs"):
+        return None
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return certifi.where()
+
+
 def clear_hls(folder: str) -> None:
     """Remove the preview files a previous run left (only the channel's own file names)."""
     for pattern in ("seg_*.m4s", "init_*.mp4", "*.m3u8", "*.tmp"):
@@ -106,7 +143,7 @@ def clear_hls(folder: str) -> None:
 class Output:
     """One destination fed from a queue by its own thread; restarts its ffmpeg with backoff."""
 
-    def __init__(self, spec: OutputSpec, retry_max_seconds: float, launches):
+    def __init__(self, spec: OutputSpec, retry_max_seconds: float, launches, ts_header):
         self.spec = spec
         self.state = "connecting"
         self.failures = 0
@@ -119,6 +156,8 @@ class Output:
         self._closing = threading.Event()
         self._backoff = Backoff(retry_max_seconds)
         self._launches = launches
+        self._ts_header = ts_header  # () -> the stream's PAT + PMT packets, for rejoins
+        self._await_keyframe = False
         self._kill_reason = ""
         self._proc: subprocess.Popen | None = None
         self._log: FfmpegLog | None = None
@@ -127,8 +166,15 @@ class Output:
 
     # ---- fed by the encoder pump
     def push(self, chunk: bytes) -> None:
+        """Queue whole TS packets; after a restart, start at the next keyframe behind the PAT and PMT."""
         if self.state == "down":
             return  # rejoins at the live edge once back
+        if self._await_keyframe:
+            start = keyframe_at(chunk)
+            if start is None:
+                return
+            chunk = self._ts_header() + chunk[start:]
+            self._await_keyframe = False
         try:
             self._queue.put_nowait(chunk)
         except queue.Full:
@@ -180,23 +226,24 @@ class Output:
             proc.kill()
 
     def _run(self) -> None:
-        launched = False
+        first = True
         while not self._closing.is_set():
             why = self.spec.reachable()
             if why is None:
-                if launched:
+                if not first:
                     self.reconnects += 1
-                launched = True
                 if self._serve() or self._closing.is_set():
                     return
             else:
                 self.error = why
+            first = False
             self.failures += 1
             self.failed_since_live = True
             self.state = "down"
             if self._closing.wait(self._backoff.next()):
                 return
             self._drain()
+            self._await_keyframe = True  # a clean start for the new ffmpeg: PAT, PMT, then a keyframe
             self.state = "connecting"
 
     def _drain(self) -> None:
@@ -211,7 +258,8 @@ class Output:
 
     def _serve(self) -> bool:
         """Run one ffmpeg until the stream ends (True) or it fails (False)."""
-        proc = subprocess.Popen(self.spec.command(next(self._launches)), stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        command = self.spec.command(next(self._launches))
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         log = FfmpegLog(proc.stderr, self.spec.secrets)
         self._kill_reason = ""
         self._proc, self._log = proc, log
