@@ -60,6 +60,8 @@ class ChannelSettings:
             raise ValueError(f"mode: {self.mode!r} is not one of {MODES}.")
         if self.mode == "playlist" and not self.playlist:
             raise ValueError("playlist: the playlist mode needs an ffconcat playlist.")
+        if self.mode == "clips" and os.name != "posix":
+            raise ValueError("mode: the clips mode feeds ffmpeg through an extra pipe, which needs Linux or macOS; use the playlist mode here.")
         for url in self.outputs:
             check_output_url(url)
         if not self.outputs and not self.preview:
@@ -243,6 +245,7 @@ class Channel:
         self.state = "starting"
         self.error = ""
         self.started_at = time.time()
+        self.stopped_at: float | None = None
         self.sessions = 0
         self.attempts = 0
         self.frames_sent = 0
@@ -301,7 +304,7 @@ class Channel:
             "name": self.settings.name,
             "mode": self.settings.mode,
             "state": self.state,
-            "uptime_s": round(time.time() - self.started_at, 3),
+            "uptime_s": round((self.stopped_at or time.time()) - self.started_at, 3),
             "on_air_s": round(now - self._live_since, 3) if self._live_since else 0.0,
             "frames_sent": self.frames_sent if self.settings.mode == "clips" else int(number("frame") or 0),
             "late_frames": self.late_frames,
@@ -370,6 +373,7 @@ class Channel:
         finally:
             self._current = None
             self.state = "stopped"
+            self.stopped_at = time.time()
 
     def _mark_live(self, session: _Session) -> None:
         if self._live_since is None and session.live:
