@@ -1,5 +1,6 @@
-// ComfyUI-WebTV in the ComfyUI editor: a video player in Save Video (WebTV), and the live status of a
-// channel (on air, current clip, uptime, reconnects, link to the local preview page) on the channel nodes.
+// ComfyUI-WebTV in the ComfyUI editor: a video player and file link in Save Video (WebTV), and the live
+// status of a channel (on air, current clip, uptime, reconnects, link to the local preview page) on the
+// channel nodes.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -151,6 +152,15 @@ app.registerExtension({
       chain(nodeType.prototype, "onExecuted", function (message) {
         const file = videoOf(message);
         if (file) showVideo(this, file);
+      });
+      // Newer frontends play "animated" mp4 outputs themselves (a "video-preview" widget): then our
+      // player steps aside and only the file link stays, so the node never shows two players.
+      chain(nodeType.prototype, "onDrawBackground", function () {
+        const ours = this.webtvVideo;
+        if (!ours) return;
+        const native = Boolean(this.videoContainer) || Boolean(this.widgets?.some((w) => w.name === "video-preview"));
+        ours.video.style.display = native ? "none" : "";
+        if (native && !ours.video.paused) ours.video.pause();
       });
     }
     if (CHANNEL_NODES.has(nodeData.name)) {

@@ -161,6 +161,8 @@ def test_extension_renders_preview_and_status_in_chromium(tmp_path, output_dir):
     assert video["widgets"] == [["webtv_video", False]]
     assert out["videoAfter"] == {"players": 1, "src": "/api/view?filename=clip_00002_.mp4&subfolder=WebTV&type=output"}
     assert out["imageOnlyPlayers"] == 0
+    assert out["ownPlayerShown"]
+    assert out["withNativePlayer"] == {"shown": False, "paused": True, "link": "WebTV/clip_00002_.mp4"}
 
     preview = "/api/webtv/channels/webtv/preview/"
     assert out["first"] == {"state": "● ON AIR", "clip": "clip_00003_.mp4 (12/24)", "uptime": "01:02:05", "reconnects": "1",

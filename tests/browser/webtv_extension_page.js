@@ -55,6 +55,11 @@ async function run() {
   save.onExecuted({ images: [{ filename: "clip_00002_.mp4", subfolder: "WebTV", type: "output" }] });
   save.onExecuted({ images: [{ filename: "still_00001_.png", subfolder: "", type: "output" }] });
   out.videoAfter = { players: save.el.querySelectorAll("video").length, src: video.getAttribute("src") };
+  save.onDrawBackground?.();
+  out.ownPlayerShown = video.style.display !== "none";
+  save.videoContainer = document.createElement("div"); // what newer frontends add for their own player
+  save.onDrawBackground();
+  out.withNativePlayer = { shown: video.style.display !== "none", paused: video.paused, link: save.el.querySelector("[data-webtv=video-link]").textContent };
   const noVideo = new SaveVideo();
   noVideo.onExecuted({ images: [{ filename: "still_00001_.png", subfolder: "", type: "output" }] });
   out.imageOnlyPlayers = noVideo.el.querySelectorAll("video").length;
