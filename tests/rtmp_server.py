@@ -238,7 +238,7 @@ def analyse(path: str) -> Stream:
     """Demux and decode a pulled stream with PyAV (one pass)."""
     import av
 
-    vt, keys, sizes, at, colours, samples = [], [], [], [], [], []
+    vt, keys, sizes, at, colours, samples, broken = [], [], [], [], [], [], []
     with av.open(path) as container:
         video = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -251,7 +251,12 @@ def analyse(path: str) -> Stream:
                     sizes.append(packet.size)
                 else:
                     at.append(t)
-            for frame in packet.decode():
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                broken.append(float(packet.pts * packet.time_base) if packet.pts is not None else float("inf"))
+                continue
+            for frame in frames:
                 if packet.stream.type == "video":
                     img = frame.to_ndarray(format="rgb24")
                     h, w = img.shape[:2]
@@ -262,6 +267,9 @@ def analyse(path: str) -> Stream:
         width, height = video.codec_context.width, video.codec_context.height
         rate = audio.codec_context.sample_rate if audio else 0
         channels = audio.codec_context.channels if audio else 0
+    # The puller is stopped mid-write, so the file's last packets may be cut short; nothing earlier may be.
+    early = [t for t in broken if t < max(vt, default=0) - 1.0]
+    assert not early, f"undecodable packets in the pulled stream at {early[:5]} s"
     order = np.argsort(vt)
     return Stream(
         width, height, np.array(vt)[order], np.array(keys)[order], np.array(sizes)[order], colours, rate, channels,
