@@ -57,14 +57,3 @@ def check_image(images, input_name: str, min_frames: int = 1) -> torch.Tensor:
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """IMAGE frames to an ``[F, H, W, 3]`` uint8 array (rounded, clipped)."""
     return (frames[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
-def to_video_tensor(frames: torch.Tensor) -> torch.Tensor:
-    """IMAGE ``[F, H, W, C]`` in 0..1 to a model video ``[1, C, F, H, W]`` in -1..1."""
-    return frames[..., :3].permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1
-
-
-def from_video_tensor(video: torch.Tensor) -> torch.Tensor:
-    """Model video ``[B, C, F, H, W]`` in -1..1 to IMAGE ``[B*F, H, W, C]`` in 0..1 (float32, CPU)."""
-    frames = (video.float().clamp(-1, 1) + 1) / 2
-    return frames.permute(0, 2, 3, 4, 1).reshape(-1, *frames.shape[3:], frames.shape[1]).cpu()
