@@ -37,7 +37,12 @@ def test_pack_loads_from_a_hyphenated_custom_nodes_folder(tmp_path):
 
 
 def test_web_directory_holds_only_extension_modules():
-    assert WEB_DIRECTORY == "./js" and os.path.isdir(os.path.join(ROOT, "js"))
+    """ComfyUI imports every .js under WEB_DIRECTORY as a frontend extension module."""
+    scripts = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, WEB_DIRECTORY)) for f in files if f.endswith(".js")]
+    assert scripts
+    for script in scripts:
+        with open(script) as f:
+            assert "app.registerExtension(" in f.read(), f"{script} is not an extension module"
 
 
 @pytest.mark.parametrize("name", sorted(NODE_CLASS_MAPPINGS))
