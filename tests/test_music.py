@@ -24,15 +24,6 @@ DEFAULTS = dict(duration_mode="seconds", seconds=0.3, fps=8.0, guidance=3.0, tem
                 seed=0, window_seconds=30.0, context_seconds=12.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Token-by-token sampling of a tiny model is latency-bound: one thread is fastest on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def small(tiny_env):
     return loader.load_cached("musicgen-small")

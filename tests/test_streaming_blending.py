@@ -16,14 +16,6 @@ from comfyui_webtv.nodes.zeroscope.sampler import denoise
 from comfyui_webtv.nodes.zeroscope.tiny import save_tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                  set_alpha_to_one=False, steps_offset=1)
 

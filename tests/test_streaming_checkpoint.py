@@ -15,14 +15,6 @@ from comfyui_webtv.nodes.streaming.config import TINY
 from comfyui_webtv.nodes.streaming.model import load_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The tiny builder's files: official-format ckpt, ModelScope base folder, OpenCLIP file."""

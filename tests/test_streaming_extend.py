@@ -14,14 +14,6 @@ from comfyui_webtv.nodes.streaming.model import load_model
 from comfyui_webtv.nodes.zeroscope.sampler import decode_latents
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     base, ckpt, _ = tiny.make(str(tmp_path_factory.mktemp("st2v_models")))

@@ -20,14 +20,6 @@ from comfyui_webtv.nodes.streaming.tiny import randomise_zero_init
 from comfyui_webtv.nodes.streaming.unet import StreamingUNet3D
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------- §10.1 key schema at full size
 
 SKIP_CHANNELS = [320, 320, 320, 320, 640, 640, 640, 1280, 1280, 1280, 1280, 1280]

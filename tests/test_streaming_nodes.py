@@ -14,14 +14,6 @@ from comfyui_webtv.nodes.streaming.config import TINY
 from comfyui_webtv.nodes.zeroscope.nodes import ZeroscopeLoader
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_schema():
     for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
         assert NODE_CLASS_MAPPINGS[node_id] is cls and node_id in nodes.NODE_DISPLAY_NAME_MAPPINGS
