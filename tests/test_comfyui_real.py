@@ -189,3 +189,20 @@ def test_ui_workflows_load_in_the_frontend(comfyui, tmp_path):
         assert {k: (v["class_type"], v["inputs"]) for k, v in loaded["output"].items()} == {
             k: (v["class_type"], v["inputs"]) for k, v in ours.items()
         }, path
+
+
+@pytest.mark.skipif(not _browser_ready(), reason="needs chromium and playwright-core (cd tests/browser && npm ci)")
+def test_editor_run_shows_one_player_and_the_channel_status(comfyui, tmp_path):
+    """Run from the editor: Save Video shows one player (the editor's own where it has one, else ours)
+    and our file link; the channel node shows its live status."""
+    workflow = os.path.join(ROOT, "workflows", "live_channel.json")
+    proc = subprocess.run(
+        ["node", os.path.join(BROWSER, "comfyui_run_in_editor.mjs"), comfyui.url + "/", str(tmp_path / "profile"), workflow, json.dumps(CI_CAPS)],
+        capture_output=True, text=True, timeout=400, cwd=BROWSER,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    shown = [v for v in facts["videos"] if v["shown"]]
+    assert len(shown) == 1 and "subfolder=WebTV" in shown[0]["src"], facts
+    assert facts["link"] and facts["link"].startswith("WebTV/clip_"), facts
+    assert "● ON AIR" in facts["states"], facts

@@ -1,0 +1,41 @@
+// Runs a UI workflow from a real ComfyUI editor in Debian's headless Chromium (load, cap sizes, Run) and
+// reports what the pack's extension shows: the players on the page and the channel status panels.
+// Usage: node comfyui_run_in_editor.mjs <comfyui url> <fresh profile dir> <workflow.json> <caps json>
+import { readFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const [url, profile, file, caps] = process.argv.slice(2);
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"],
+});
+try {
+  const page = context.pages()[0] || (await context.newPage());
+  await page.route("**/*", (route) => (new URL(route.request().url()).hostname === "127.0.0.1" ? route.continue() : route.abort()));
+  await page.goto(url);
+  await page.waitForFunction(() => window.app?.graph && window.app.extensions?.length > 0, null, { timeout: 90000 });
+  await page.evaluate(async ([data, limits]) => {
+    await window.app.loadGraphData(data);
+    for (const node of window.app.graph._nodes) {
+      for (const widget of node.widgets ?? []) {
+        if (widget.name in limits && typeof widget.value === "number") widget.value = Math.min(widget.value, limits[widget.name]);
+      }
+    }
+    await window.app.queuePrompt(0, 1);
+  }, [JSON.parse(readFileSync(file, "utf8")), JSON.parse(caps)]);
+  await page.waitForFunction(() => document.querySelector("[data-webtv=video-link]")?.textContent, null, { timeout: 240000 });
+  await page.waitForTimeout(3000); // the editor draws its own preview on the next frames
+  if (await page.locator("[data-webtv=state]").count()) {
+    const onAir = () => [...document.querySelectorAll("[data-webtv=state]")].some((e) => e.textContent === "● ON AIR");
+    await page.waitForFunction(onAir, null, { timeout: 30000 }).catch(() => {}); // the report says what it showed
+  }
+  const facts = await page.evaluate(() => ({
+    videos: [...document.querySelectorAll("video")].map((v) => ({ ours: v.dataset.webtv === "video", src: v.getAttribute("src"), shown: v.style.display !== "none" })),
+    link: document.querySelector("[data-webtv=video-link]")?.textContent ?? null,
+    states: [...document.querySelectorAll("[data-webtv=state]")].map((e) => e.textContent),
+  }));
+  console.log(JSON.stringify(facts));
+} finally {
+  await context.close();
+}
