@@ -23,6 +23,7 @@ import time
 from fractions import Fraction
 
 import torch
+from measure import proc_status
 
 from comfyui_webtv.nodes.film import timing, tiny
 from comfyui_webtv.nodes.film.interpolate import interpolate, run_model
@@ -77,12 +78,6 @@ def speed(width: int, height: int, pairs: int, repeats: int) -> dict[str, float]
     return {str(b): round(fps[f"batch {b}"] / fps["baseline"], 3) for b in (1, 2, 4)}
 
 
-def peak_rss_kb() -> int:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
-
 def memory_child(count: int, size: int) -> None:
     """Retime ``count`` frames 8 -> 24 fps as the node does; print the process's peak RSS."""
     torch.set_num_threads(1)
@@ -91,7 +86,7 @@ def memory_child(count: int, size: int) -> None:
     cuts = timing.detect_cuts(images, 0.5)
     plan = timing.make_plan(times, count, "auto", True, 4, cuts)
     out = interpolate(tiny.random_model(), images, plan, batch_size=4)
-    peak_mb = peak_rss_kb() / 1024
+    peak_mb = proc_status("VmHWM") / 2**20  # peak RSS; unlike ru_maxrss, not inherited from the parent
     print(json.dumps({"peak_mb": peak_mb, "io_mb": (images.nbytes + out.nbytes) / 2**20, "frames_out": out.shape[0]}))
 
 

@@ -27,54 +27,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import torch
+from measure import PeakMemory
 
 LENGTHS = (10.0, 90.0)
-
-
-def rss_anon() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no RssAnon in /proc/self/status")
-
-
-class PeakMemory:
-    """Peak memory above the level at entry: device memory on CUDA, else sampled RssAnon."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.peak = 0
-
-    def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = rss_anon()
-            self.stop = threading.Event()
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
-        return self
-
-    def _sample(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, rss_anon() - self.base)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self.stop.set()
-            self.thread.join()
-            self.peak = max(self.peak, rss_anon() - self.base)
 
 
 def child(folder: str, seconds: float) -> None:
@@ -101,7 +59,7 @@ def child(folder: str, seconds: float) -> None:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
     assert out.shape[-1] == samples and frames_mod.is_on_disk(out)
-    print(json.dumps({"seconds": seconds, "time_s": elapsed, "peak_bytes": memory.peak}))
+    print(json.dumps({"seconds": seconds, "time_s": elapsed, "peak_bytes": memory.growth}))
 
 
 def measure(folder: str, seconds: float) -> dict:

@@ -20,10 +20,10 @@ import dataclasses
 import json
 import statistics
 import tempfile
-import threading
 import time
 
 import torch
+from measure import PeakMemory
 
 from comfyui_webtv.nodes.common import frames as frames_mod
 from comfyui_webtv.nodes.streaming import blending, tiny
@@ -36,49 +36,6 @@ from comfyui_webtv.nodes.zeroscope.tiny import save_tiny_model
 
 LENGTHS = (80, 240, 600, 1200)
 CONFIG = dataclasses.replace(TINY, resolution=128)  # tiny channels, 128 x 128 frames (16 x 16 latents)
-
-
-def rss_anon() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no RssAnon in /proc/self/status")
-
-
-class PeakMemory:
-    """Peak memory during the block (``peak``) and its rise above the level at entry (``growth``)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.peak = 0
-
-    def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = rss_anon()
-            self.stop = threading.Event()
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
-        return self
-
-    def _sample(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, rss_anon())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self.stop.set()
-            self.thread.join()
-            self.peak = max(self.peak, rss_anon())
-        self.growth = self.peak - self.base
 
 
 def measure_extension(model, clip, total: int, steps: int, device, on_disk: bool = True) -> dict:
