@@ -24,11 +24,11 @@ import torch
 from ..common.frames import new_frames
 from ..zeroscope.loader import VideoDiffusionModel
 from ..zeroscope.sampler import (
-    decode_latents, denoise, encode_frames, encode_prompt, noise_predictor, resize_frames, strength_timesteps,
+    OnStep, add_noise, decode_latents, denoise, encode_frames, encode_prompt, noise_predictor, resize_frames,
+    strength_timesteps,
 )
 
 ChunkPredict = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
-OnStep = Callable[[int, int], None]
 FITS = ("stretch", "crop", "pad", "pad, crop back")
 LENGTH_MODES = ("trim", "pad")
 RANGE_MODES = ("code", "paper")
@@ -162,9 +162,7 @@ def enhance(
     scheduler.set_timesteps(steps)
     timesteps = strength_timesteps(scheduler, steps, strength)
     if len(timesteps):
-        flat = latents[0].permute(1, 0, 2, 3)  # [F, C, h, w], frame-major as the scheduler sees it
-        noise = torch.randn(flat.shape, generator=generator)  # ONE noise tensor for the whole video
-        latents = scheduler.add_noise(flat, noise, timesteps[:1]).permute(1, 0, 2, 3).unsqueeze(0)
+        latents = add_noise(scheduler, latents, timesteps[:1], generator)  # ONE noise tensor for the whole video
         guided = noise_predictor(model, embeds, guidance, scheduler)
         dtype = model.unet.dtype
 

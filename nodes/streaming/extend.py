@@ -17,10 +17,8 @@ import torch
 
 from ..common.frames import new_frames
 from ..common.models import on_device
-from ..zeroscope.sampler import denoise, decode_latents, resize_frames
+from ..zeroscope.sampler import OnStep, Predict, decode_latents, denoise, resize_frames
 from .model import StreamingT2VModel
-
-OnStep = Callable[[int, int], None]
 
 
 @dataclass
@@ -79,7 +77,7 @@ def guidance_branches(text: torch.Tensor, anchor_tokens: torch.Tensor, zero_toke
 
 
 def chunk_predictor(model: StreamingT2VModel, branches: Branches, control: torch.Tensor, scheduler,
-                    sequential: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                    sequential: bool = False) -> Predict:
     """``predict(latents, t)`` for one chunk: CAM on the first control frames, the UNet on all, guidance.
 
     ``control`` is ``[F_cond, 3, H, W]`` in [-1, 1]; every branch sees the same control frames. With

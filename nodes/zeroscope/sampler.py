@@ -66,6 +66,25 @@ def noise_predictor(model: VideoDiffusionModel, embeds: PromptEmbeds, guidance: 
     return predict
 
 
+def frames_as_batch(latents: torch.Tensor) -> torch.Tensor:
+    """``[B, C, F, h, w]`` video latents as the ``[B*F, C, h, w]`` image batch a scheduler steps (a view when B is 1)."""
+    b, c, f, h, w = latents.shape
+    return latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+
+
+def batch_as_frames(flat: torch.Tensor, batch: int) -> torch.Tensor:
+    """The inverse of :func:`frames_as_batch`."""
+    n, c, h, w = flat.shape
+    return flat.reshape(batch, n // batch, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def add_noise(scheduler, latents: torch.Tensor, timestep: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``[B, C, F, h, w]`` latents noised to ``timestep`` by ``scheduler``, with one noise tensor drawn from ``generator``."""
+    flat = frames_as_batch(latents)
+    noise = torch.randn(flat.shape, generator=generator, dtype=flat.dtype).to(flat.device)
+    return batch_as_frames(scheduler.add_noise(flat, noise, timestep), latents.shape[0])
+
+
 def denoise(
     scheduler,
     latents: torch.Tensor,
@@ -90,11 +109,8 @@ def denoise(
     with torch.no_grad():
         for i, t in enumerate(timesteps):
             noise = predict(latents, t)
-            b, c, f, h, w = latents.shape
-            flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-            flat_noise = noise.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-            flat = scheduler.step(flat_noise, t, flat, **step_kwargs).prev_sample
-            latents = flat.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+            flat = scheduler.step(frames_as_batch(noise), t, frames_as_batch(latents), **step_kwargs).prev_sample
+            latents = batch_as_frames(flat, latents.shape[0])
             if on_step is not None:
                 on_step(i + 1, total)
     return latents
@@ -206,11 +222,7 @@ def video_to_video(
     latents = encode_frames(model, frames, generator)
     if len(timesteps) == 0:
         return decode_latents(model, latents)
-    b, c, f, h, w = latents.shape
-    flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-    noise = torch.randn(flat.shape, generator=generator, dtype=flat.dtype).to(device)
-    flat = scheduler.add_noise(flat, noise, timesteps[:1])
-    latents = flat.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+    latents = add_noise(scheduler, latents, timesteps[:1], generator)
     predict = noise_predictor(model, embeds, guidance, scheduler)
     latents = denoise(scheduler, latents, timesteps, predict, generator, eta, on_step)
     return decode_latents(model, latents)
