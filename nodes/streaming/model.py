@@ -27,7 +27,7 @@ OPEN_CLIP_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 
 @dataclass
-class StreamingT2VModel:
+class StreamingT2VModel(zeroscope_loader.LatentVideoModel):
     """Everything the extension loop needs; kept on the offload device between runs."""
 
     name: str
@@ -41,16 +41,6 @@ class StreamingT2VModel:
     vae: torch.nn.Module
     scheduler_config: dict = field(repr=False)
     dtype: torch.dtype = torch.float32
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    def new_scheduler(self):
-        import diffusers
-
-        cls = getattr(diffusers, self.scheduler_config.get("_class_name", "DDIMScheduler"))
-        return cls.from_config(self.scheduler_config)
 
     def modules(self) -> tuple[torch.nn.Module, ...]:
         return (self.unet, self.cam, self.resampler, self.image_encoder, self.text_encoder, self.vae)

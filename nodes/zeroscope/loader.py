@@ -33,18 +33,11 @@ COMPONENTS = {
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@dataclass
-class VideoDiffusionModel:
-    """The parts of a text-to-video latent diffusion model, kept on the offload device between runs."""
+class LatentVideoModel:
+    """Base of the model dataclasses (they hold ``vae`` and ``scheduler_config``): VAE scale factor, fresh schedulers."""
 
-    name: str
-    path: str
-    unet: torch.nn.Module
     vae: torch.nn.Module
-    text_encoder: torch.nn.Module
-    tokenizer: object
-    scheduler_config: dict = field(repr=False)
-    dtype: torch.dtype = torch.float32
+    scheduler_config: dict
 
     @property
     def vae_scale_factor(self) -> int:
@@ -56,6 +49,20 @@ class VideoDiffusionModel:
 
         cls = getattr(diffusers, self.scheduler_config.get("_class_name", "DDIMScheduler"))
         return cls.from_config(self.scheduler_config)
+
+
+@dataclass
+class VideoDiffusionModel(LatentVideoModel):
+    """The parts of a text-to-video latent diffusion model, kept on the offload device between runs."""
+
+    name: str
+    path: str
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler_config: dict = field(repr=False)
+    dtype: torch.dtype = torch.float32
 
     def modules(self) -> tuple[torch.nn.Module, ...]:
         return (self.unet, self.vae, self.text_encoder)
