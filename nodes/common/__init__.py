@@ -1,1 +1,1 @@
-"""Pieces every stage shares: the model cache, IMAGE/AUDIO helpers and ffmpeg."""
+"""Pieces every stage shares: the model cache, Hub downloads, IMAGE/AUDIO helpers and ffmpeg."""

@@ -20,7 +20,7 @@ import os
 import torch
 
 from .. import host
-from ..common import models
+from ..common import hub, models
 from .backends import AudiocraftMusicGen, MusicModel, TransformersMusicGen
 
 LICENSE = "CC-BY-NC-4.0"
@@ -98,22 +98,11 @@ def resolve_folder(name: str, backend: str = "auto", download_if_missing: bool =
 
 def download(name: str, backend: str = "auto", folder: str | None = None) -> str:
     """Fetch ``name`` from the Hugging Face Hub (explicit opt-in; refused in offline mode)."""
-    from huggingface_hub import constants, snapshot_download
-
-    repo = HUB_REPOS.get(name, name if "/" in name else None)
-    if repo is None:
-        raise FileNotFoundError(f"model_name: no Hub repository is known for '{name}'; download it by hand.")
-    if constants.HF_HUB_OFFLINE:
-        raise FileNotFoundError(
-            f"model_name: '{name}' is missing and HF_HUB_OFFLINE is set, so it was not downloaded from {repo}."
-        )
-    folder = folder or os.path.join(host.model_dirs("musicgen")[0], name.split("/")[-1])
     if backend == "audiocraft":
         patterns = ["state_dict.bin", "compression_state_dict.bin"]
     else:
         patterns = ["*.json", "*.safetensors", "spiece.model"]
-    snapshot_download(repo, local_dir=folder, allow_patterns=patterns)
-    return folder
+    return hub.download("musicgen", name, HUB_REPOS, lambda repo: patterns, folder)
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:

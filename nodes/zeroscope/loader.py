@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import host
-from ..common import models
+from ..common import hub, models
 
 HUB_REPOS = {
     "zeroscope_v2_576w": "cerspense/zeroscope_v2_576w",
@@ -110,25 +110,15 @@ def resolve_folder(name: str, download_if_missing: bool = False) -> str:
 
 def download(name: str, folder: str | None = None) -> str:
     """Fetch ``name`` from the Hugging Face Hub (explicit opt-in; refused in offline mode)."""
-    from huggingface_hub import constants, snapshot_download
-
-    repo = HUB_REPOS.get(name, name if "/" in name else None)
-    if repo is None:
-        raise FileNotFoundError(f"model_name: no Hub repository is known for '{name}'; download it by hand.")
-    if constants.HF_HUB_OFFLINE:
-        raise FileNotFoundError(
-            f"model_name: '{name}' is missing and HF_HUB_OFFLINE is set, so it was not downloaded from {repo}."
-        )
-    folder = folder or os.path.join(host.model_dirs("zeroscope")[0], name.split("/")[-1])
-    patterns = ["*.json", "*.txt", "*.safetensors"] if _has_safetensors(repo) else ["*.json", "*.txt", "*.bin"]
-    snapshot_download(repo, local_dir=folder, allow_patterns=patterns)
-    return folder
+    return hub.download("zeroscope", name, HUB_REPOS, _weight_patterns, folder)
 
 
-def _has_safetensors(repo: str) -> bool:
+def _weight_patterns(repo: str) -> list[str]:
+    """What to fetch: configs, tokenizer files and the safetensors weights, or the .bin ones where none exist."""
     from huggingface_hub import list_repo_files
 
-    return any(f.endswith(".safetensors") for f in list_repo_files(repo))
+    weights = "*.safetensors" if any(f.endswith(".safetensors") for f in list_repo_files(repo)) else "*.bin"
+    return ["*.json", "*.txt", weights]
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
