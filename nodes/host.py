@@ -133,15 +133,16 @@ def temp_dir() -> str:
     return path
 
 
-def output_path(relative: str, input_name: str = "filename_prefix") -> str:
-    """Resolve ``relative`` under the output dir, refusing any path that leaves it."""
+def output_path(relative: str, input_name: str = "filename_prefix",
+                fix: str = "use a path relative to the output folder, without '..'.") -> str:
+    """Resolve ``relative`` (or an absolute path) under the output dir, refusing any path that leaves it.
+
+    The error names ``input_name`` and ends with ``fix``.
+    """
     root = os.path.realpath(output_dir())
     full = os.path.realpath(os.path.join(root, relative))
     if os.path.commonpath([root, full]) != root:
-        raise ValueError(
-            f"{input_name}: {relative!r} points outside the output folder {root}; "
-            "use a path relative to the output folder, without '..'."
-        )
+        raise ValueError(f"{input_name}: {relative!r} is outside the output folder {root}; {fix}")
     return full
 
 

@@ -107,14 +107,9 @@ def write_ffconcat(path: str, entries: list[Entry], relative: bool = True) -> st
 
 def inside_output(path: str, input_name: str) -> str:
     """The real absolute path of ``path`` (absolute, or relative to the output folder); refuses paths outside it."""
-    root = os.path.realpath(host.output_dir())
-    full = os.path.realpath(os.path.join(root, path))
-    if os.path.commonpath([root, full]) != root:
-        raise ValueError(
-            f"{input_name}: {path!r} is outside the output folder {root}; the channel only plays and writes "
-            "files under the output folder (save or copy clips there first)."
-        )
-    return full
+    return host.output_path(
+        path, input_name, "the channel only plays and writes files under the output folder (save or copy clips there first)."
+    )
 
 
 def resolve_clips(lines: list[str], input_name: str = "clips") -> list[str]:
