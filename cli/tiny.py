@@ -14,9 +14,6 @@ from ..nodes.zeroscope import tiny as zeroscope_tiny
 # Each stage's builder: make(models_dir) -> list of written paths.
 BUILDERS = (zeroscope_tiny.make, film_tiny.make, prompts_tiny.make, music_tiny.make, streaming_tiny.make)
 
-MARKER = "TINY_RANDOM_MODEL.txt"
-
-
 def make_tiny_models(models_dir: str) -> list[str]:
     """Write every tiny model into the ComfyUI-style ``models_dir``; returns the written paths."""
     os.makedirs(models_dir, exist_ok=True)
