@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..nodes.film import tiny as film_tiny
 from ..nodes.music import tiny as music_tiny
@@ -30,6 +31,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(models_dir: str) -> int:
-    for path in make_tiny_models(models_dir):
-        print(path)
+    try:
+        written = make_tiny_models(models_dir)
+    except FileExistsError as exc:
+        print(f"make-tiny-models: {exc}", file=sys.stderr)
+        return 2
+    print(*written, sep="\n")
     return 0
