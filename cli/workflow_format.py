@@ -289,7 +289,7 @@ def ui_to_api(ui_workflow: dict, object_info: dict, rng: random.Random | None = 
             )
         info = object_info[kind]
         widgets[nid] = _widget_values(node, widget_slots(info), info)
-        for name, spec_kind, options in _input_specs(info):
+        for name, _kind, options in _input_specs(info):
             if options.get("dynamicPrompts") and isinstance(widgets[nid].get(name), str):
                 widgets[nid][name] = process_dynamic_prompt(widgets[nid][name], rng)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import pytest
 from comfyui_webtv import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 
 def test_pack_loads_from_a_hyphenated_custom_nodes_folder(tmp_path):
