@@ -201,9 +201,11 @@ class ProgressBar:
         self._bar = _cu.ProgressBar(self.total) if IN_COMFYUI else None
 
     def update(self, n: int = 1) -> None:
+        """Advance by ``n`` (an interrupt point)."""
         self.update_absolute(self.value + n)
 
     def update_absolute(self, value: int, total: int | None = None) -> None:
+        """Set the progress to ``value`` (of ``total`` when given; an interrupt point)."""
         if total is not None:
             self.total = max(int(total), 1)
         self.value = min(int(value), self.total)

@@ -260,6 +260,7 @@ class Channel:
 
     # ---------------------------------------------------------------- control
     def start(self) -> None:
+        """Start the feeding thread."""
         self._thread.start()
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -272,6 +273,7 @@ class Channel:
 
     @property
     def running(self) -> bool:
+        """True while the feeding thread is alive."""
         return self._thread.is_alive()
 
     def append(self, clips: list[ClipInfo]) -> None:

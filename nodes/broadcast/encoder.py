@@ -120,6 +120,7 @@ class FfmpegLog:
         self._lines.append(line)
 
     def join(self, timeout: float = 2.0) -> None:
+        """Wait up to ``timeout`` seconds for the reader thread to finish."""
         self._thread.join(timeout)
 
     def tail(self) -> str:

@@ -40,6 +40,7 @@ class ChannelFormat:
 
     @property
     def frame_bytes(self) -> int:
+        """Bytes of one raw yuv420p frame."""
         return self.width * self.height * 3 // 2
 
     def samples_before(self, frame: int) -> int:
@@ -47,6 +48,7 @@ class ChannelFormat:
         return frame * self.sample_rate * self.fps.denominator // self.fps.numerator
 
     def video_filter(self) -> str:
+        """The ffmpeg filter that brings any clip to this frame rate and size (letterboxed) in yuv420p."""
         w, h = self.width, self.height
         return (
             f"fps={self.fps}:round=down,scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2,"
@@ -54,6 +56,7 @@ class ChannelFormat:
         )
 
     def black_frame(self) -> bytes:
+        """One black yuv420p frame as raw bytes."""
         luma = self.width * self.height
         return bytes([16]) * luma + bytes([128]) * (luma // 2)
 
@@ -142,6 +145,7 @@ class ClipDecoder:
         return " | ".join(lines[-3:]) or f"ffmpeg exited with code {self._video.returncode}"
 
     def close(self) -> None:
+        """End the decoding ffmpeg processes."""
         for proc in (self._video, self._audio):
             if proc is None:
                 continue

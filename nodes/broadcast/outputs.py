@@ -34,11 +34,13 @@ class Backoff:
         self.attempt = 0
 
     def next(self) -> float:
+        """The next reconnect delay in seconds (doubling up to ``limit``)."""
         delay = min(self.limit, 0.5 * 2**self.attempt)
         self.attempt += 1
         return delay
 
     def reset(self) -> None:
+        """Start again from the shortest delay."""
         self.attempt = 0
 
 
@@ -52,11 +54,13 @@ class OutputSpec:
     secrets: list[str] = field(default_factory=list, repr=False)
     @classmethod
     def rtmp(cls, template: str) -> "OutputSpec":
+        """An RTMP output; ``${VAR}`` placeholders are filled from environment variables or files and masked in labels."""
         url, secrets = resolve(template)
         return cls("rtmp", template, url, secrets)
 
     @classmethod
     def hls(cls, folder: str) -> "OutputSpec":
+        """An HLS output written into ``folder``."""
         return cls("hls", folder)
 
     def reachable(self, timeout: float = 2.0) -> str | None:
@@ -93,6 +97,7 @@ class OutputSpec:
 
     @property
     def label(self) -> str:
+        """The target with every secret masked (safe to log and show)."""
         return mask(self.target, self.secrets)
 
 
@@ -101,6 +106,7 @@ PAT_PID, PMT_PID, VIDEO_PID = 0x0000, 0x1000, 0x0100  # fixed by encode_args()
 
 
 def ts_pid(packet: bytes | memoryview, at: int = 0) -> int:
+    """The PID of the 188-byte TS packet starting at ``at``."""
     return ((packet[at + 1] & 0x1F) << 8) | packet[at + 2]
 
 
@@ -200,6 +206,7 @@ class Output:
     # ---- status
     @property
     def bytes_sent(self) -> int:
+        """Bytes written to the destination over every ffmpeg this output has run."""
         current = int(self._log.number("total_size") or 0) if self._log else 0
         return self._bytes_before + max(current, 0)
 
@@ -211,6 +218,7 @@ class Output:
             self._backoff.reset()
 
     def status(self) -> dict:
+        """The output's state, masked target and counters, for the channel status."""
         self.refresh()
         return {
             "kind": self.spec.kind, "target": self.spec.label, "state": self.state,

@@ -51,6 +51,7 @@ class PreviewServer:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop serving and release the port."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(2)

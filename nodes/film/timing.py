@@ -38,6 +38,7 @@ class OutFrame:
 
     @property
     def needs_model(self) -> bool:
+        """False for an input frame shown as is (``t == 0``)."""
         return self.t != 0
 
 
@@ -52,6 +53,7 @@ class Job:
 
     @property
     def t(self) -> Fraction:
+        """Where ``x`` lies between ``a`` and ``b`` (0..1)."""
         return (self.x - self.a) / (self.b - self.a)
 
 
@@ -149,6 +151,7 @@ def schedule(frames: list[OutFrame], strategy: str) -> dict[int, list[list[Job]]
 
 
 def call_count(jobs: dict[int, list[list[Job]]]) -> int:
+    """The number of model calls in ``jobs``."""
     return sum(len(level) for levels in jobs.values() for level in levels)
 
 

@@ -144,6 +144,7 @@ def convert(src: str, dst: str | None = None, time_input: str = "probe") -> str:
 # ---------------------------------------------------------------- run time (safetensors only)
 
 def missing_message(name: str) -> str:
+    """The error for absent FILM weights: where to download them and how to convert them."""
     folders = host.model_dirs("film")
     stem = os.path.splitext(name)[0]
     return (

@@ -48,6 +48,7 @@ class MusicModel:
         return round(TRAINED_WINDOW_SECONDS * self.frame_rate)
 
     def modules(self) -> tuple[torch.nn.Module, ...]:
+        """The torch modules to move to the device for a run."""
         raise NotImplementedError
 
     def condition(self, prompts: list[str], guided: bool, melody: torch.Tensor | None = None):

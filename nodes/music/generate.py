@@ -82,6 +82,7 @@ class StreamDecoder:
 
     @property
     def end(self) -> int:
+        """The frame index just past the last code pushed."""
         return self.base + (0 if self.codes is None else self.codes.shape[-1])
 
     def push(self, codes: torch.Tensor) -> None:

@@ -31,6 +31,7 @@ class ShotList:
         return self.source == "template" and bool(self.problems)
 
     def report(self) -> dict:
+        """A JSON-friendly summary of how the shot list was made."""
         return {
             "source": self.source,
             "attempts": self.attempts,

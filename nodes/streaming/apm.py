@@ -91,6 +91,7 @@ class OpenCLIPImageEncoder(nn.Module):
 
     @classmethod
     def is_unused_key(cls, key: str) -> bool:
+        """True for open_clip text-tower keys, which the image encoder does not load."""
         return not key.startswith("visual.") and key.startswith(cls.UNUSED_KEYS)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:

@@ -150,6 +150,7 @@ class CAMEncoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the encoder's weights."""
         return self.conv_in.weight.dtype
 
     @classmethod

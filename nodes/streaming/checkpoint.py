@@ -73,9 +73,11 @@ class KeyReport:
 
     @property
     def ok(self) -> bool:
+        """True when no key is missing, unexpected or of the wrong shape."""
         return not (self.missing or self.unexpected or self.wrong_shape)
 
     def describe(self, limit: int = 5) -> str:
+        """A one-line summary of the mismatches, at most ``limit`` keys per kind."""
         parts = []
         for label, items in (("missing", self.missing), ("unexpected", self.unexpected)):
             if items:
@@ -149,12 +151,15 @@ class WeightFile:
         self._shape = lambda key: tuple(data[key].shape)
 
     def keys(self) -> list[str]:
+        """Every tensor name in the file."""
         return self._keys
 
     def tensor(self, key: str) -> torch.Tensor:
+        """The tensor named ``key``."""
         return self._get(key)
 
     def shape(self, key: str) -> tuple:
+        """The shape of tensor ``key``."""
         return self._shape(key)
 
     def config(self) -> StreamingConfig:
@@ -194,6 +199,7 @@ class WeightFile:
 
 
 def expected_shapes(module: torch.nn.Module) -> dict[str, tuple]:
+    """The shape of every entry in ``module``'s state dict."""
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 

@@ -63,13 +63,16 @@ class StreamingConfig:
 
     @property
     def new_frames_per_step(self) -> int:
+        """Frames each extension step adds (chunk minus the control frames)."""
         return self.chunk_frames - self.control_frames
 
     @property
     def num_context_tokens(self) -> int:
+        """Text plus image tokens in the cross-attention context."""
         return self.num_text_tokens + self.num_image_tokens
 
     def to_json(self) -> str:
+        """The config as JSON."""
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
@@ -84,6 +87,7 @@ class StreamingConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "StreamingConfig":
+        """A config from :meth:`to_json` text."""
         return cls.from_dict(json.loads(text))
 
 

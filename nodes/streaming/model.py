@@ -43,6 +43,7 @@ class StreamingT2VModel(zeroscope_loader.LatentVideoModel):
     dtype: torch.dtype = torch.float32
 
     def modules(self) -> tuple[torch.nn.Module, ...]:
+        """The torch modules to move to the device for a run."""
         return (self.unet, self.cam, self.resampler, self.image_encoder, self.text_encoder, self.vae)
 
 
@@ -168,6 +169,7 @@ def load_model(checkpoint_path: str, base_folder: str, image_encoder_path: str |
 
 
 def resolve(kind: str, name: str, input_name: str, hint: str) -> str:
+    """The path of model ``name`` of ``kind``, or a FileNotFoundError naming ``input_name`` and ``hint``."""
     path = host.find_model(kind, name)
     if path is None:
         where = host.model_dirs(kind)[0]

@@ -42,6 +42,7 @@ class StreamingUNet3D(UNet3DConditionModel):
                     yield layer.attn2
 
     def apm_layers(self) -> list[APMAttention]:
+        """The spatial cross-attentions that carry APM."""
         return [a for a in self.spatial_cross_attentions() if isinstance(a, APMAttention)]
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, cam=None) -> torch.Tensor:

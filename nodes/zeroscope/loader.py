@@ -41,6 +41,7 @@ class LatentVideoModel:
 
     @property
     def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each side."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def new_scheduler(self):
@@ -65,6 +66,7 @@ class VideoDiffusionModel(LatentVideoModel):
     dtype: torch.dtype = torch.float32
 
     def modules(self) -> tuple[torch.nn.Module, ...]:
+        """The torch modules to move to the device for a run."""
         return (self.unet, self.vae, self.text_encoder)
 
 
