@@ -2,17 +2,11 @@
 // reports what the pack's extension shows: the players on the page and the channel status panels.
 // Usage: node comfyui_run_in_editor.mjs <comfyui url> <fresh profile dir> <workflow.json> <caps json>
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { openPage } from "./chromium.mjs";
 
 const [url, profile, file, caps] = process.argv.slice(2);
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"],
-});
+const { context, page } = await openPage(profile);
 try {
-  const page = context.pages()[0] || (await context.newPage());
-  await page.route("**/*", (route) => (new URL(route.request().url()).hostname === "127.0.0.1" ? route.continue() : route.abort()));
   await page.goto(url);
   await page.waitForFunction(() => window.app?.graph && window.app.extensions?.length > 0, null, { timeout: 90000 });
   await page.evaluate(async ([data, limits]) => {

@@ -3,25 +3,13 @@
 // appeared, the node count on the canvas, and the API prompt the frontend builds (app.graphToPrompt).
 // Usage: node comfyui_workflows.mjs <comfyui url> <fresh profile dir> <workflow.json>...; prints one JSON line.
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { collectErrors, openPage } from "./chromium.mjs";
 
 const [url, profile, ...files] = process.argv.slice(2);
 const errors = [];
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
+const { context, page } = await openPage(profile);
 try {
-  const page = context.pages()[0] || (await context.newPage());
-  page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") errors.push(`console: ${message.text()} [${message.location().url}]`);
-  });
-  await page.route("**/*", (route) => {
-    const host = new URL(route.request().url()).hostname;
-    return host === "127.0.0.1" ? route.continue() : route.abort();
-  });
+  collectErrors(page, errors);
   await page.goto(url);
   await page.waitForFunction(() => window.app?.graph && window.app.extensions?.length > 0, null, { timeout: 90000 });
   const extensions = await page.evaluate(() => window.app.extensions.map((e) => e.name));

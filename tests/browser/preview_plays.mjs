@@ -1,26 +1,12 @@
 // Opens the channel's preview page in Debian's headless Chromium and reports whether the video plays.
 // Usage: node preview_plays.mjs <page url> <fresh profile dir>; prints one JSON line.
-import { chromium } from "playwright-core";
+import { openPage } from "./chromium.mjs";
 
 const [url, profile] = process.argv.slice(2);
 const blocked = [];
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+// Nothing may leave 127.0.0.1: the player must come with the pack.
+const { context, page } = await openPage(profile, (request) => blocked.push(request));
 try {
-  const page = context.pages()[0] || (await context.newPage());
-  // Nothing may leave 127.0.0.1: the player must come with the pack.
-  await page.route("**/*", (route) => {
-    const host = new URL(route.request().url()).hostname;
-    if (host === "127.0.0.1") return route.continue();
-    blocked.push(route.request().url());
-    return route.abort();
-  });
   await page.goto(url);
   await page.waitForFunction(() => document.querySelector("video").currentTime > 0.5, null, { timeout: 30000 });
   const sample = () => page.evaluate(() => {
