@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 import torch
 
@@ -11,6 +13,27 @@ from comfyui_webtv.nodes.common import models
 
 # Tiny models: thread start-up costs more than it saves, and CI shares its two cores with ffmpeg.
 torch.set_num_threads(1)
+
+PACK_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+class _PackRootAsFolder:
+    """Collect the pack's root as a plain folder, not a package.
+
+    The root holds the pack's ``__init__.py``; as a pytest Package it is imported as a loose module,
+    whose relative imports fail when the clone's name is not an identifier (``ComfyUI-WebTV``).
+    """
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        if path.resolve() == PACK_ROOT:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config):
+    # A conftest's own hooks do not apply to its parent folder; a registered plugin applies everywhere.
+    config.pluginmanager.register(_PackRootAsFolder(), "webtv-pack-root-as-folder")
 
 
 @pytest.fixture(scope="session")
