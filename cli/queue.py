@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..nodes.common.files import atomic_path
-from . import workflow_format as wf
+from ..workflow import format as wf
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 0, 1, 2, 3
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -25,7 +25,7 @@ import pytest
 from comfyui_webtv import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from comfyui_webtv.cli import queue as q
 from comfyui_webtv.cli.tiny import make_tiny_models
-from comfyui_webtv.cli.workflow_format import ui_to_api
+from comfyui_webtv.workflow.format import ui_to_api
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK = "ComfyUI-WebTV"

@@ -333,7 +333,7 @@ def test_node_definition():
 
 
 def test_prompt_list_drives_text_to_video_once_per_shot(tiny_env):
-    from tests.workflow_executor import execute
+    from comfyui_webtv.workflow.runner import run as execute
 
     api = {
         "1": {"class_type": "WebTVShotWriter", "inputs": {"theme": THEME, "shots": 2, "style": "", "seed": 0, "backend": "template", "endpoint_url": "", "model": ""}},

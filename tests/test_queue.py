@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from comfyui_webtv.cli import queue as q
-from comfyui_webtv.cli import workflow_format as wf
-from tests.workflow_executor import object_info as pack_object_info
+from comfyui_webtv.workflow import format as wf
+from comfyui_webtv.workflow.runner import object_info as pack_object_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UI = os.path.join(ROOT, "workflows", "zeroscope_t2v_xl.json")

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-import workflow_executor as wx
+from comfyui_webtv.workflow import runner as wx
 from comfyui_webtv.cli import main
 from comfyui_webtv.nodes.broadcast import channel as channels
 from comfyui_webtv.nodes.broadcast.playlist import read_ffconcat
@@ -54,7 +54,7 @@ def _assert_clips_with_music(clips: list[str], playlist: str) -> None:
 def test_ai_webtv_workflow_from_theme_to_the_local_preview(tiny_env):
     api = _capped(wx.load(os.path.join(ROOT, "workflows", "ai_webtv_api.json")))
     try:
-        results = wx.execute(api)
+        results = wx.run(api)
         prompts = results["1"]["outputs"][0]
         assert len(prompts) == 2 and all("lighthouse keeper" in p for p in prompts)
         clips = results["10"]["outputs"][0]

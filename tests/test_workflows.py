@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-import workflow_executor as wx
+from comfyui_webtv.workflow import runner as wx
 from comfyui_webtv import NODE_CLASS_MAPPINGS
 from comfyui_webtv.nodes.broadcast import channel as channels
 
@@ -84,7 +84,7 @@ def test_ui_workflow_matches_node_definitions(path):
 
 @pytest.mark.parametrize("path", UI_FILES, ids=_ids(UI_FILES))
 def test_ui_and_api_twins_describe_the_same_graph(path):
-    from comfyui_webtv.cli.workflow_format import ui_to_api
+    from comfyui_webtv.workflow.format import ui_to_api
 
     twin = path[: -len(".json")] + "_api.json"
     assert os.path.exists(twin), f"{os.path.basename(path)} has no API twin"
@@ -105,7 +105,7 @@ def _capped(api: dict) -> dict:
 @pytest.mark.parametrize("path", API_FILES, ids=_ids(API_FILES))
 def test_api_workflow_runs_on_tiny_models(path, tiny_env):
     try:
-        results = wx.execute(_capped(wx.load(path)), extra_pnginfo={"workflow": {"source": os.path.basename(path)}})
+        results = wx.run(_capped(wx.load(path)), extra_pnginfo={"workflow": {"source": os.path.basename(path)}})
     finally:
         channels.stop_all()  # a channel outlives its prompt run by design; the test ends it
     saved = [r for nid, r in results.items() if wx.load(path)[nid]["class_type"] == "WebTVSaveVideo"]

@@ -1,0 +1,1 @@
+"""Workflows headless: the formats (UI and API) and the one graph runner."""
