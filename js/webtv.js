@@ -1,17 +1,21 @@
 // ComfyUI-WebTV in the ComfyUI editor: a video player and file link in Save Video (WebTV), and the live
 // status of a channel (on air, current clip, uptime, reconnects, link to the local preview page) on the
-// channel nodes.
+// channel nodes. Only DOM widgets and node lifecycle hooks: the same in the LiteGraph canvas and in the
+// Vue node renderer ("Nodes 2.0"), where nothing is drawn on the canvas by extensions.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 // The pack's HTTP routes (nodes/broadcast/routes.py), in one place. GET CHANNELS_ROUTE answers every
-// channel's status by name (a channel that is not running is simply absent: no 404 in the console).
+// channel's status by name (a channel that is not running is simply absent: no 404 in the console); it
+// is read once per node, after that the server pushes each change as a STATUS_EVENT
+// (nodes/broadcast/channel.py).
 const CHANNELS_ROUTE = "/webtv/channels";
+const STATUS_EVENT = "webtv.channel";
 const previewPath = (name) => `${CHANNELS_ROUTE}/${encodeURIComponent(name)}/preview/`;
 
 const VIDEO_NODES = new Set(["WebTVSaveVideo"]);
 const CHANNEL_NODES = new Set(["WebTVRTMPChannel", "WebTVChannelAppend", "WebTVChannelStatus", "WebTVChannelStop"]);
-const POLL_MS = 2000;
+const NATIVE_CHECKS_MS = [0, 100, 300, 700, 1500, 3000, 6000];
 const VIDEO_FILE = /\.(mp4|webm|mov|mkv)$/i;
 
 function chain(proto, name, after) {
@@ -65,9 +69,27 @@ function showVideo(node, file) {
   }
   link.href = url;
   link.textContent = [file.subfolder, file.filename].filter(Boolean).join("/");
+  for (const ms of NATIVE_CHECKS_MS) setTimeout(() => stepAside(node, file), ms);
+}
+
+// Frontends that play "animated" mp4 outputs themselves (a "video-preview" widget on the canvas, a Vue
+// media preview in Nodes 2.0) get the node's only player: ours then steps aside and the file link stays.
+function nativePlayer(node, file) {
+  if (node.videoContainer || node.widgets?.some((w) => w.name === "video-preview")) return true;
+  const name = `filename=${encodeURIComponent(file.filename)}`;
+  return [...document.querySelectorAll("video")].some((v) => !v.dataset.webtv && (v.currentSrc || v.getAttribute("src") || "").includes(name));
+}
+
+function stepAside(node, file) {
+  const ours = node.webtvVideo;
+  if (!ours || !nativePlayer(node, file)) return;
+  ours.video.style.display = "none";
+  if (!ours.video.paused) ours.video.pause();
 }
 
 // ---------------------------------------------------------------- channel status
+
+const channelNodes = new Set();
 
 function clock(seconds) {
   const s = Math.max(0, Math.floor(Number(seconds) || 0));
@@ -128,18 +150,23 @@ function renderStatus(node, status, name) {
   preview.style.display = status?.preview_url ? "" : "none";
 }
 
-async function poll(node) {
+// The state when a node appears (a channel may already be on air); changes come as STATUS_EVENTs.
+async function readStatus(node) {
   const name = channelName(node);
-  if (!name || node.webtvPolling) return;
-  node.webtvPolling = true;
   try {
     const response = await api.fetchApi(CHANNELS_ROUTE, { cache: "no-store" });
     const statuses = response.ok ? await response.json() : {};
-    renderStatus(node, statuses[name] ?? null, name);
+    if (channelNodes.has(node)) renderStatus(node, statuses[name] ?? null, name);
   } catch {
     renderStatus(node, null, name); // ComfyUI restarting, or the network is down
-  } finally {
-    node.webtvPolling = false;
+  }
+}
+
+function onStatusEvent(event) {
+  const status = event?.detail;
+  if (!status?.name) return;
+  for (const node of channelNodes) {
+    if (channelName(node) === status.name) renderStatus(node, status, status.name);
   }
 }
 
@@ -147,35 +174,24 @@ async function poll(node) {
 
 app.registerExtension({
   name: "ComfyUI-WebTV.preview",
+  setup() {
+    api.addEventListener(STATUS_EVENT, onStatusEvent);
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (VIDEO_NODES.has(nodeData.name)) {
       chain(nodeType.prototype, "onExecuted", function (message) {
         const file = videoOf(message);
         if (file) showVideo(this, file);
       });
-      // Newer frontends play "animated" mp4 outputs themselves (a "video-preview" widget): then our
-      // player steps aside and only the file link stays, so the node never shows two players.
-      chain(nodeType.prototype, "onDrawBackground", function () {
-        const ours = this.webtvVideo;
-        if (!ours) return;
-        const native = Boolean(this.videoContainer) || Boolean(this.widgets?.some((w) => w.name === "video-preview"));
-        ours.video.style.display = native ? "none" : "";
-        if (native && !ours.video.paused) ours.video.pause();
-      });
     }
     if (CHANNEL_NODES.has(nodeData.name)) {
       chain(nodeType.prototype, "onNodeCreated", function () {
+        channelNodes.add(this);
         statusPanel(this);
-        poll(this);
-        this.webtvTimer = setInterval(() => poll(this), POLL_MS);
+        readStatus(this);
       });
       chain(nodeType.prototype, "onRemoved", function () {
-        clearInterval(this.webtvTimer);
-        this.webtvTimer = null;
-      });
-      chain(nodeType.prototype, "onExecuted", function (message) {
-        const status = message?.webtv_channel?.[0];
-        if (status) renderStatus(this, status, channelName(this));
+        channelNodes.delete(this);
       });
     }
   },

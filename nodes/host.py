@@ -8,7 +8,9 @@ CLI or a batch worker:
 - model and output folders come from ``COMFYUI_WEBTV_MODELS`` / ``COMFYUI_WEBTV_OUTPUT``
   (default ``./models`` and ``./output``) or :func:`configure`;
 - progress goes to listeners added with :func:`add_progress_listener`;
-- interruption is requested with :func:`request_interrupt`.
+- interruption is requested with :func:`request_interrupt`;
+- server events go to listeners added with :func:`add_event_listener`;
+- models stay with the caller (:mod:`.common.models` caches them) instead of ComfyUI's model management.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ _standalone = {
 }
 _interrupt = threading.Event()
 _progress_listeners: list[Callable[[int, int], None]] = []
+_event_listeners: list[Callable[[str, dict], None]] = []
 
 
 class Interrupted(Exception):
@@ -162,6 +165,42 @@ def offload_device() -> torch.device:
     return _mm.unet_offload_device() if IN_COMFYUI else torch.device("cpu")
 
 
+def managed_models() -> bool:
+    """True when ComfyUI's model management decides where models live (inside ComfyUI)."""
+    return IN_COMFYUI
+
+
+def model_patcher(module: torch.nn.Module, on_unload: Callable[[], None] | None = None):
+    """Wrap ``module`` in ComfyUI's ``CoreModelPatcher`` (``ModelPatcher`` where there is none), as core
+    wraps its own networks; ``on_unload()`` runs when model management unloads it."""
+    import comfy.model_patcher as mp
+
+    cls = getattr(mp, "CoreModelPatcher", mp.ModelPatcher)  # looked up now: main.py may swap in the dynamic one
+    patcher = cls(module, load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device())
+    if on_unload is not None:
+        from comfy.patcher_extension import CallbacksMP
+
+        patcher.add_callback(CallbacksMP.ON_DETACH, lambda *_: on_unload())
+    return patcher
+
+
+def load_models(patchers: list, memory_required: int = 0) -> torch.device:
+    """Bring ``patchers`` to the run device through ComfyUI's ``load_models_gpu``, which offloads other
+    models to make room for them and ``memory_required`` bytes of activations."""
+    _mm.load_models_gpu(list(patchers), memory_required=int(memory_required))
+    return _mm.get_torch_device()
+
+
+def loaded_modules() -> list[torch.nn.Module]:
+    """The modules ComfyUI's model management holds loaded now."""
+    found = []
+    for loaded in list(_mm.current_loaded_models):
+        patcher = loaded.model
+        if patcher is not None:
+            found.append(patcher.model)
+    return found
+
+
 def soft_empty_cache() -> None:
     """Give cached accelerator memory back."""
     if IN_COMFYUI:
@@ -171,6 +210,13 @@ def soft_empty_cache() -> None:
 
 
 # ---------------------------------------------------------------- progress and interruption
+
+def is_interrupt(exc: BaseException) -> bool:
+    """True when ``exc`` is a Cancel (ComfyUI's interrupt, or :class:`Interrupted`), which no handler may swallow."""
+    if IN_COMFYUI and isinstance(exc, _mm.InterruptProcessingException):
+        return True
+    return isinstance(exc, Interrupted)
+
 
 def check_interrupt() -> None:
     """Raise if the user asked to stop (ComfyUI's Cancel, or :func:`request_interrupt`)."""
@@ -230,6 +276,28 @@ def add_routes(register: Callable[[object], None]) -> bool:
         return False
     register(PromptServer.instance.routes)
     return True
+
+
+def add_event_listener(listener: Callable[[str, dict], None]) -> Callable[[], None]:
+    """Call ``listener(event, data)`` on every standalone :func:`send_event`; returns a remover."""
+    _event_listeners.append(listener)
+    return lambda: _event_listeners.remove(listener)
+
+
+def send_event(event: str, data: dict) -> None:
+    """Push ``data`` to every open editor as the server event ``event`` (read in JS with
+    ``api.addEventListener``); standalone, to the listeners. Safe from any thread."""
+    if IN_COMFYUI:
+        try:
+            from server import PromptServer
+        except ImportError:
+            return
+        server = getattr(PromptServer, "instance", None)
+        if server is not None:
+            server.send_sync(event, data)
+        return
+    for listener in list(_event_listeners):
+        listener(event, data)
 
 
 def on_shutdown(callback: Callable[[], None]) -> None:

@@ -101,8 +101,9 @@ class ExtensionPage:
                     return self._send(200, mp4, "video/mp4")
                 if url.path == "/api/webtv/channels":
                     outer.status_requests.append(url.path)
-                    status = LIVE if len(outer.status_requests) == 1 else WAITING
-                    return self._send(200, json.dumps({"webtv": status}).encode(), "application/json")
+                    return self._send(200, json.dumps({"webtv": LIVE}).encode(), "application/json")
+                if url.path == "/waiting":
+                    return self._send(200, json.dumps(WAITING).encode(), "application/json")
                 if url.path == "/requests":
                     return self._send(200, json.dumps(outer.status_requests).encode(), "application/json")
                 if url.path == "/favicon.ico":
@@ -162,7 +163,8 @@ def test_extension_renders_preview_and_status_in_chromium(tmp_path, output_dir):
     assert out["videoAfter"] == {"players": 1, "src": "/api/view?filename=clip_00002_.mp4&subfolder=WebTV&type=output"}
     assert out["imageOnlyPlayers"] == 0
     assert out["ownPlayerShown"]
-    assert out["withNativePlayer"] == {"shown": False, "paused": True, "link": "WebTV/clip_00002_.mp4"}
+    assert out["withNativePlayer"] == {"shown": False, "paused": True, "link": "WebTV/clip_00003_.mp4"}
+    assert out["withNativeWidget"] is False
 
     preview = "/api/webtv/channels/webtv/preview/"
     assert out["first"] == {"state": "● ON AIR", "clip": "clip_00003_.mp4 (12/24)", "uptime": "01:02:05", "reconnects": "1",
@@ -172,7 +174,39 @@ def test_extension_renders_preview_and_status_in_chromium(tmp_path, output_dir):
     assert out["executed"] == {"state": "RECONNECTING", "clip": "slate (waiting for clips)", "uptime": "1d 01:01:01",
                                "reconnects": "7", "error": "rtmp: connection refused", "preview": preview,
                                "previewShown": False, "panels": 1}
+    assert out["otherChannelIgnored"] and out["removedUnchanged"]
     assert out["missing"]["state"] == "OFF AIR" and out["missing"]["reconnects"] == "-"
-    assert out["requestsAfterRemoval"] == 0
+    # One read of the route per node, then only server events: no polling.
+    assert out["firstRequests"] == 1 and out["requests"] == 2 and out["requestsAfterRemoval"] == 0
     assert out["otherUntouched"]
-    assert len(page.status_requests) >= 3
+    assert len(page.status_requests) == 2
+
+
+def test_extension_draws_nothing_and_listens_to_the_channel_event():
+    """Nodes 2.0 (Vue) never runs canvas drawing hooks: the extension uses only DOM widgets and lifecycle
+    hooks, and gets live status from the server event the channel sends."""
+    from comfyui_webtv.nodes.broadcast import channel
+
+    source = _js_source()
+    for hook in ("onDrawBackground", "onDrawForeground", "onMouseDown", "getContext(", "drawImage", "setInterval"):
+        assert hook not in source, hook
+    assert channel.STATUS_EVENT == "webtv.channel"
+    assert 'const STATUS_EVENT = "webtv.channel";' in source and "api.addEventListener(STATUS_EVENT" in source
+
+
+def test_channel_status_goes_out_as_a_server_event_and_ui_holds_only_text():
+    """The channel nodes' ui output is safe for ComfyUI's jobs API (every ui item is read as an output
+    file there); the status travels through host.send_event."""
+    from comfyui_webtv.nodes import host
+    from comfyui_webtv.nodes.broadcast import nodes
+
+    heard = []
+    remove = host.add_event_listener(lambda event, data: heard.append((event, data)))
+    try:
+        out = nodes._status_result({**LIVE, "mode": "clips", "frames_sent": 3, "outputs": [{"target": "hls", "state": "live"}],
+                                    "format": {"width": 64, "height": 48, "fps": 8.0, "sample_rate": 44100}})
+    finally:
+        remove()
+    assert list(out["ui"]) == ["text"] and all(isinstance(t, str) for t in out["ui"]["text"])
+    assert heard and heard[0][0] == "webtv.channel" and heard[0][1]["state"] == "live"
+    assert json.loads(out["result"][0])["format"]["width"] == 64

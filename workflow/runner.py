@@ -152,8 +152,8 @@ def run(api: dict, extra_pnginfo: dict | None = None,
             results[nid] = _run_node(nid, api[nid], api, results, extra_pnginfo)
         except (ValidationError, NodeError):
             raise
-        except Exception as e:  # noqa: BLE001 - named and re-raised; interrupts are BaseException in ComfyUI
-            if isinstance(e, host.Interrupted):
+        except Exception as e:  # noqa: BLE001 - named and re-raised, apart from a Cancel
+            if host.is_interrupt(e):
                 raise
             raise NodeError(nid, api[nid]["class_type"], _title(nid, api[nid]), e) from e
     return results

@@ -36,6 +36,8 @@ MODES = ["clips", "playlist"]
 STABLE_SECONDS = 30.0  # a session live this long resets the reconnect backoff
 AUDIO_QUEUE_SECONDS = 10
 STALL_SECONDS = 20  # an encoder whose output time stands still this long is restarted
+STATUS_EVENT = "webtv.channel"  # server event carrying a channel's status to the editor (js/webtv.js)
+ANNOUNCE_SECONDS = 5.0  # a running channel's status is pushed this often even when nothing changed (uptime)
 
 
 @dataclass(frozen=True)
@@ -260,8 +262,24 @@ class Channel:
 
     # ---------------------------------------------------------------- control
     def start(self) -> None:
-        """Start the feeding thread."""
+        """Start the feeding thread and the one pushing the status to the editor."""
         self._thread.start()
+        threading.Thread(target=self._announce, name=f"webtv-status-{self.settings.name}", daemon=True).start()
+
+    def _announce(self) -> None:
+        """Send the status as a server event when it changes, and every ANNOUNCE_SECONDS, until stopped."""
+        last, sent_at = None, 0.0
+        while True:
+            alive = self._thread.is_alive()
+            status = self.status()
+            key = (status["state"], (status["current_clip"] or {}).get("path"), status["clips"],
+                   status["reconnects"], status["last_error"], [o["state"] for o in status["outputs"]])
+            if key != last or time.monotonic() - sent_at >= ANNOUNCE_SECONDS:
+                announce(status)
+                last, sent_at = key, time.monotonic()
+            if not alive:
+                return
+            time.sleep(0.5)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop feeding, let the outputs flush, end every ffmpeg; returns when all are gone."""
@@ -566,6 +584,11 @@ def stop_all() -> None:
         _channels.clear()
     for channel in channels:
         channel.stop()
+
+
+def announce(status: dict) -> None:
+    """Push a channel's status to every open editor."""
+    host.send_event(STATUS_EVENT, status)
 
 
 def statuses() -> dict[str, dict]:

@@ -77,8 +77,10 @@ def _summary(status: dict) -> str:
 
 
 def _status_result(status: dict) -> dict:
-    text = json.dumps(status)
-    return {"ui": {"text": [_summary(status)], "webtv_channel": [status]}, "result": (text,)}
+    # Only file-like or text entries in "ui" (ComfyUI's jobs API reads every item as an output); the
+    # editor gets the full status as a server event.
+    channels.announce(status)
+    return {"ui": {"text": [_summary(status)]}, "result": (json.dumps(status),)}
 
 
 class FFConcatPlaylist:

@@ -84,6 +84,8 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], torch.nn.Module
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if host.is_interrupt(e):
+            raise
         raise ValueError(
             f"{path}: is neither a TorchScript archive nor a plain tensor checkpoint that loads with "
             f"weights_only=True ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Download "
@@ -162,6 +164,8 @@ def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # the Rust reader raises its own error types for bad headers and truncation
+        if host.is_interrupt(e):
+            raise
         raise ValueError(
             f"model_name: {path} is not a readable safetensors file ({e}); it may be truncated. Convert "
             "film_net_fp32.pt again with: python -m comfyui_webtv convert-film"

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from .. import host
 from ..common.files import atomic_path
 from .config import OFFICIAL, StreamingConfig
 
@@ -120,6 +121,8 @@ class WeightFile:
         try:
             handle = safe_open(self.path, framework="pt", device="cpu")
         except Exception as exc:
+            if host.is_interrupt(exc):
+                raise
             raise CheckpointError(f"checkpoint: {self.name} is not a readable safetensors file ({exc}); convert the checkpoint again.") from exc
         self.metadata = dict(handle.metadata() or {})
         self._keys = list(handle.keys())
@@ -135,6 +138,8 @@ class WeightFile:
                 f"Expected streaming_t2v.ckpt from {HUB_FILE}; re-download it if it is truncated."
             ) from exc
         except Exception as exc:  # pickle errors, weights-only refusals
+            if host.is_interrupt(exc):
+                raise
             raise CheckpointError(
                 f"checkpoint: {self.name} cannot be loaded as plain weights ({type(exc).__name__}: {exc}). "
                 f"It is not the official StreamingT2V checkpoint ({HUB_FILE}) or is damaged; it was not executed."

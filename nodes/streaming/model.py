@@ -16,6 +16,7 @@ import torch
 
 from .. import host
 from ..common import models
+from ..diffusion.sampler import LatentVideoModel
 from ..zeroscope import loader as zeroscope_loader
 from . import checkpoint
 from .apm import AnchorResampler, OpenCLIPImageEncoder
@@ -27,7 +28,7 @@ OPEN_CLIP_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 
 @dataclass
-class StreamingT2VModel(zeroscope_loader.LatentVideoModel):
+class StreamingT2VModel(LatentVideoModel):
     """Everything the extension loop needs; kept on the offload device between runs."""
 
     name: str
@@ -97,6 +98,8 @@ def load_image_encoder_file(encoder: OpenCLIPImageEncoder, path: str, dtype: tor
         try:
             state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except Exception as exc:
+            if host.is_interrupt(exc):
+                raise
             raise checkpoint.CheckpointError(f"image_encoder: {name} is not a loadable weights file ({exc}).") from exc
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     if any(k.startswith("vision_model.") for k in state):

@@ -1,5 +1,6 @@
 // Loads js/webtv.js the way ComfyUI does (as /extensions/<pack>/webtv.js, importing /scripts/app.js),
 // drives its hooks with stand-in nodes and returns what the DOM shows as window.testResult.
+import { api } from "/scripts/api.js";
 import { app } from "/scripts/app.js";
 import { StandInNode } from "/comfyui_standin/node.js";
 
@@ -55,16 +56,29 @@ async function run() {
   save.onExecuted({ images: [{ filename: "clip_00002_.mp4", subfolder: "WebTV", type: "output" }] });
   save.onExecuted({ images: [{ filename: "still_00001_.png", subfolder: "", type: "output" }] });
   out.videoAfter = { players: save.el.querySelectorAll("video").length, src: video.getAttribute("src") };
-  save.onDrawBackground?.();
+  await sleep(1000);
   out.ownPlayerShown = video.style.display !== "none";
-  save.videoContainer = document.createElement("div"); // what newer frontends add for their own player
-  save.onDrawBackground();
+  // A frontend with its own player for the mp4 (a Vue media preview, or the canvas "video-preview" widget):
+  // ours steps aside, found through the DOM alone (nothing is drawn).
+  const native = document.createElement("video");
+  native.src = "/api/view?filename=clip_00003_.mp4&subfolder=WebTV&type=output";
+  document.body.append(native);
+  save.onExecuted({ images: [{ filename: "clip_00003_.mp4", subfolder: "WebTV", type: "output", format: "video/mp4" }], animated: [true] });
+  await until(() => video.style.display === "none", 8000);
   out.withNativePlayer = { shown: video.style.display !== "none", paused: video.paused, link: save.el.querySelector("[data-webtv=video-link]").textContent };
+  const widgetNative = new SaveVideo();
+  widgetNative.onExecuted({ images: [{ filename: "clip_00004_.mp4", subfolder: "WebTV", type: "output" }] });
+  widgetNative.widgets.push({ name: "video-preview" }); // what the canvas frontend adds on the next frames
+  await until(() => widgetNative.el.querySelector("video[data-webtv=video]").style.display === "none", 8000);
+  out.withNativeWidget = widgetNative.el.querySelector("video[data-webtv=video]").style.display !== "none";
   const noVideo = new SaveVideo();
   noVideo.onExecuted({ images: [{ filename: "still_00001_.png", subfolder: "", type: "output" }] });
   out.imageOnlyPlayers = noVideo.el.querySelectorAll("video").length;
 
-  // A channel node polls the status route; the server's answers change between polls.
+  // A channel node reads the status route once; after that the server pushes changes as events.
+  await extension.setup?.(app);
+  const WAITING = await (await fetch("/waiting")).json(); // the test's second status
+  const push = (status) => api.dispatchEvent(new CustomEvent("webtv.channel", { detail: status }));
   class Channel extends StandInNode {}
   await extension.beforeRegisterNodeDef(Channel, { name: "WebTVRTMPChannel" }, app);
   const channel = new Channel();
@@ -72,14 +86,16 @@ async function run() {
   channel.onNodeCreated();
   await until(() => panel(channel).state && panel(channel).state !== "");
   out.first = panel(channel);
-  await until(() => panel(channel).state !== out.first.state, 8000);
+  out.firstRequests = await statusRequests();
+  push(WAITING);
   out.second = panel(channel);
-
-  // The status a channel node returns when it runs is shown at once.
-  channel.onExecuted({ text: ["summary"], webtv_channel: [{ name: "webtv", state: "reconnecting", uptime_s: 90061.5, reconnects: 7, current_clip: { slate: true }, last_error: "rtmp: connection refused", preview_url: null }] });
+  push({ ...WAITING, name: "other", state: "live" });
+  out.otherChannelIgnored = panel(channel).state === out.second.state;
+  push({ name: "webtv", state: "reconnecting", uptime_s: 90061.5, reconnects: 7, current_clip: { slate: true }, last_error: "rtmp: connection refused", preview_url: null });
   out.executed = panel(channel);
+  channel.onExecuted?.({ text: ["summary"] }); // a channel node's ui output is text only
 
-  // An unknown channel is off air; removing the node stops its polling.
+  // An unknown channel is off air; a removed node no longer listens; nothing polls.
   class Status extends StandInNode {}
   await extension.beforeRegisterNodeDef(Status, { name: "WebTVChannelStatus" }, app);
   const missing = new Status();
@@ -89,10 +105,13 @@ async function run() {
   out.missing = panel(missing);
   channel.onRemoved();
   missing.onRemoved();
+  push({ ...WAITING, state: "stopped" });
+  out.removedUnchanged = panel(channel).state === "RECONNECTING";
   await sleep(300);
   const before = await statusRequests();
   await sleep(2600);
   out.requestsAfterRemoval = (await statusRequests()) - before;
+  out.requests = await statusRequests();
 
   // Other node types are left alone.
   class Other {}
