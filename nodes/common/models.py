@@ -1,9 +1,17 @@
-"""A cache of loaded models that keeps them across runs and on the device only while they run."""
+"""The pack's loaded models: cached across runs, and on the device only while they run.
+
+Inside ComfyUI every module runs through ComfyUI's model management (wrapped in its ``ModelPatcher``,
+brought to the device by ``load_models_gpu``), so ComfyUI offloads other models to make room, manages
+our weights like its own, and "Unload models" (``POST /free``) frees ours: when model management
+unloads one of a cached model's modules, the cache forgets that model. Standalone, the cache keeps
+models and :func:`on_device` moves modules to the device and back.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Hashable, Iterator, TypeVar
 
@@ -13,8 +21,19 @@ from .. import host
 
 T = TypeVar("T")
 
-_cache: dict[Hashable, tuple[Hashable, object]] = {}
-_lock = threading.Lock()
+
+class _Entry:
+    """A cached model, its stamp, and (inside ComfyUI) one ModelPatcher per module, made on first use."""
+
+    def __init__(self, key: Hashable, stamp: Hashable, model: object):
+        self.key, self.stamp, self.model = key, stamp, model
+        self.patchers: dict[int, object] = {}
+
+
+_cache: dict[Hashable, _Entry] = {}
+_owners: "weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref[_Entry]]" = weakref.WeakKeyDictionary()
+_lock = threading.RLock()
+_active = threading.local()  # patchers of the enclosing on_device blocks, kept loaded by nested ones
 
 
 def path_stamp(path: str) -> tuple:
@@ -30,14 +49,27 @@ def path_stamp(path: str) -> tuple:
     return (st.st_size, st.st_mtime_ns)
 
 
+def _roots(model: object) -> list[torch.nn.Module]:
+    """The torch modules a cached model is made of (itself, its ``modules()``, or the modules in a tuple)."""
+    if isinstance(model, torch.nn.Module):
+        return [model]
+    if isinstance(model, (tuple, list)):
+        return [m for m in model if isinstance(m, torch.nn.Module)]
+    parts = getattr(model, "modules", None)
+    return [m for m in parts() if isinstance(m, torch.nn.Module)] if callable(parts) else []
+
+
 def cached(key: Hashable, load: Callable[[], T], stamp: Hashable = None) -> T:
-    """Return the model stored under ``key``, loading it with ``load()`` once, or again when ``stamp`` changed."""
+    """Return the model stored under ``key``, loading it with ``load()`` once, or again when ``stamp`` changed
+    or ComfyUI's model management unloaded it."""
     with _lock:
         hit = _cache.get(key)
-        if hit is None or hit[0] != stamp:
+        if hit is None or hit.stamp != stamp:
             _cache.pop(key, None)  # drop the stale model before loading its replacement
-            _cache[key] = (stamp, load())
-        return _cache[key][1]  # type: ignore[return-value]
+            hit = _cache[key] = _Entry(key, stamp, load())
+            for module in _roots(hit.model):
+                _owners[module] = weakref.ref(hit)
+        return hit.model  # type: ignore[return-value]
 
 
 def clear_cache() -> None:
@@ -46,11 +78,52 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+def cached_keys() -> list[Hashable]:
+    """Keys of the models the cache holds now."""
+    with _lock:
+        return list(_cache)
+
+
+def _forget(entry_ref: "weakref.ref[_Entry]") -> None:
+    """Model management unloaded a module of this entry: stop holding its model."""
+    entry = entry_ref()
+    if entry is not None:
+        with _lock:
+            if _cache.get(entry.key) is entry:
+                del _cache[entry.key]
+
+
+def _patcher(module: torch.nn.Module):
+    """The ModelPatcher of ``module``: kept with its cache entry, or made for this run only."""
+    with _lock:
+        owner = _owners.get(module)
+        entry = owner() if owner is not None else None
+        if entry is None or _cache.get(entry.key) is not entry:
+            return host.model_patcher(module)
+        patcher = entry.patchers.get(id(module))
+        if patcher is None:
+            patcher = entry.patchers[id(module)] = host.model_patcher(module, on_unload=lambda: _forget(owner))
+        return patcher
+
+
 @contextmanager
-def on_device(*modules: torch.nn.Module | None, device: torch.device | None = None) -> Iterator[torch.device]:
-    """Move ``modules`` to the run device for the block, then back to the offload device."""
-    device = device or host.torch_device()
+def on_device(*modules: torch.nn.Module | None, device: torch.device | None = None,
+              memory_required: int = 0) -> Iterator[torch.device]:
+    """Have ``modules`` on the run device for the block (with ``memory_required`` bytes of room for
+    activations). Inside ComfyUI, model management loads them and decides when they leave; standalone
+    (or on an explicitly chosen other ``device``) they move there and back to the offload device."""
     present = [m for m in modules if m is not None]
+    if host.managed_models() and (device is None or device == host.torch_device()):
+        outer = getattr(_active, "patchers", [])
+        patchers = [p for p in (_patcher(m) for m in present) if all(p is not o for o in outer)]
+        device = host.load_models(outer + patchers, memory_required)
+        _active.patchers = outer + patchers
+        try:
+            yield device
+        finally:
+            _active.patchers = outer
+        return
+    device = device or host.torch_device()
     for m in present:
         m.to(device)
     try:
