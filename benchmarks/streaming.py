@@ -26,12 +26,13 @@ import torch
 from measure import PeakMemory
 
 from comfyui_webtv.nodes.common import frames as frames_mod
-from comfyui_webtv.nodes.streaming import blending, tiny
+from comfyui_webtv.nodes.diffusion import blending
+from comfyui_webtv.nodes.streaming import tiny
 from comfyui_webtv.nodes.streaming.config import TINY
 from comfyui_webtv.nodes.streaming.extend import extend, extension_steps
 from comfyui_webtv.nodes.streaming.model import load_model
 from comfyui_webtv.nodes.zeroscope.loader import load_model as load_zeroscope
-from comfyui_webtv.nodes.zeroscope.sampler import video_to_video
+from comfyui_webtv.nodes.diffusion.sampler import video_to_video
 from comfyui_webtv.nodes.zeroscope.tiny import save_tiny_model
 
 LENGTHS = (80, 240, 600, 1200)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
-from comfyui_webtv.nodes.streaming import blending
-from comfyui_webtv.nodes.streaming.blending import blended_predictor, chunk_grid, cut_offset, enhance
+from comfyui_webtv.nodes.diffusion import blending
+from comfyui_webtv.nodes.diffusion.blending import blended_predictor, chunk_grid, cut_offset, enhance
 from comfyui_webtv.nodes.zeroscope.loader import load_model
-from comfyui_webtv.nodes.zeroscope.sampler import denoise
+from comfyui_webtv.nodes.diffusion.sampler import denoise
 from comfyui_webtv.nodes.zeroscope.tiny import save_tiny_model
 
 
@@ -141,8 +141,8 @@ def test_enhance_one_noise_evaluations_and_seed(xl, monkeypatch):
     added = []
     new_scheduler = xl.new_scheduler
 
-    def spied():
-        s = new_scheduler()
+    def spied(choice=None):
+        s = new_scheduler(choice)
         add = s.add_noise
         s.add_noise = lambda original, noise, t: added.append(noise.shape) or add(original, noise, t)
         return s

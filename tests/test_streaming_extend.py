@@ -11,7 +11,7 @@ from comfyui_webtv.nodes.streaming import tiny
 from comfyui_webtv.nodes.streaming.config import TINY
 from comfyui_webtv.nodes.streaming.extend import extend, extension_steps, fit_square
 from comfyui_webtv.nodes.streaming.model import load_model
-from comfyui_webtv.nodes.zeroscope.sampler import decode_latents
+from comfyui_webtv.nodes.diffusion.sampler import decode_latents
 
 
 @pytest.fixture(scope="module")

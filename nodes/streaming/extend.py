@@ -17,7 +17,7 @@ import torch
 
 from ..common.frames import new_frames
 from ..common.models import on_device
-from ..zeroscope.sampler import OnStep, Predict, decode_latents, denoise, resize_frames
+from ..diffusion.sampler import OnStep, Predict, decode_latents, denoise, resize_frames
 from .model import StreamingT2VModel
 
 

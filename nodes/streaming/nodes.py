@@ -9,10 +9,10 @@ import torch
 from .. import host
 from ..common.frames import check_image
 from ..common.models import on_device
+from ..diffusion import blending
+from ..diffusion.blending import FITS, LENGTH_MODES, RANGE_MODES, chunk_grid
+from ..diffusion.sampler import strength_step_count
 from ..zeroscope.nodes import MODEL_TYPE as ZEROSCOPE_MODEL
-from ..zeroscope.sampler import strength_step_count
-from . import blending
-from .blending import FITS, LENGTH_MODES, RANGE_MODES, chunk_grid
 from .config import BASE_FOLDER, CHECKPOINT_FILE as CHECKPOINT, FROM_CHECKPOINT
 
 MODEL_TYPE = "STREAMING_T2V_MODEL"

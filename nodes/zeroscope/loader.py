@@ -14,6 +14,7 @@ import torch
 
 from .. import host
 from ..common import hub, models
+from ..diffusion.sampler import LatentVideoModel
 
 HUB_REPOS = {
     "zeroscope_v2_576w": "cerspense/zeroscope_v2_576w",
@@ -31,25 +32,6 @@ COMPONENTS = {
 }
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class LatentVideoModel:
-    """Base of the model dataclasses (they hold ``vae`` and ``scheduler_config``): VAE scale factor, fresh schedulers."""
-
-    vae: torch.nn.Module
-    scheduler_config: dict
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Pixels per latent cell along each side."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    def new_scheduler(self):
-        """A fresh scheduler (schedulers keep per-run state)."""
-        import diffusers
-
-        cls = getattr(diffusers, self.scheduler_config.get("_class_name", "DDIMScheduler"))
-        return cls.from_config(self.scheduler_config)
 
 
 @dataclass

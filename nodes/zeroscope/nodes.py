@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from .. import host
-from ..common.frames import check_image, new_frames
+from ..common import checks
+from ..common.frames import check_image
 from ..common.models import on_device
-from . import loader, sampler
+from ..diffusion import blending, sampler
+from ..diffusion.sampler import SCHEDULER_TOOLTIP, SCHEDULERS
+from . import loader
 
 MODEL_TYPE = "ZEROSCOPE_MODEL"
 
@@ -22,13 +23,22 @@ def _check_prompt(prompt: str) -> str:
 
 def _check_size(width: int, height: int) -> None:
     for name, value in (("width", width), ("height", height)):
+        value = checks.integer(name, value)
         if value <= 0 or value % 8:
             raise ValueError(f"{name}: {value} is not a positive multiple of 8; use for example {max(8, round(value / 8) * 8)}.")
 
 
+def _check_sampling(seed, steps, guidance, scheduler) -> None:
+    checks.seed("seed", seed)
+    checks.integer("steps", steps, low=1, high=1000)
+    checks.finite("guidance", guidance, low=1.0, high=100.0)
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}.")
+
+
 def _step_progress(total_steps: int):
     bar = host.ProgressBar(total_steps)
-    return lambda i, total: bar.update(1)
+    return lambda *_: bar.update(1)
 
 
 class ZeroscopeLoader:
@@ -82,22 +92,24 @@ class ZeroscopeTextToVideo:
                 "guidance": ("FLOAT", {"default": 9.0, "min": 1.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance scale; 1 disables guidance."}),
                 "width": ("INT", {"default": 576, "min": 64, "max": 2048, "step": 8, "tooltip": "Frame width, a multiple of 8."}),
                 "height": ("INT", {"default": 320, "min": 64, "max": 2048, "step": 8, "tooltip": "Frame height, a multiple of 8."}),
+                "scheduler": (list(SCHEDULERS), {"default": "DDIM", "tooltip": SCHEDULER_TOOLTIP}),
             }
         }
 
-    def generate(self, model, prompt, negative_prompt, seed, frames, steps, guidance, width, height):
+    def generate(self, model, prompt, negative_prompt, seed, frames, steps, guidance, width, height, scheduler="DDIM"):
         prompt = _check_prompt(prompt)
         _check_size(width, height)
-        if frames < 1:
-            raise ValueError(f"frames: must be at least 1, got {frames}.")
+        _check_sampling(seed, steps, guidance, scheduler)
+        frames = checks.integer("frames", frames, low=1)
         with on_device(*model.modules()):
             video = sampler.text_to_video(
-                model, prompt, negative_prompt, frames, height, width, steps, guidance, seed,
-                on_step=_step_progress(steps),
+                model, prompt, negative_prompt, num_frames=frames, height=height, width=width, steps=steps,
+                guidance=guidance, seed=seed, on_step=_step_progress(steps), scheduler=scheduler,
             )
         info = {
             "model": model.name, "prompt": prompt, "negative_prompt": negative_prompt, "seed": seed,
             "frames": frames, "steps": steps, "guidance": guidance, "width": width, "height": height,
+            "scheduler": scheduler,
         }
         return (video, prompt, json.dumps(info))
 
@@ -105,7 +117,9 @@ class ZeroscopeTextToVideo:
 class ZeroscopeXLUpscale:
     DESCRIPTION = (
         "The Zeroscope v2 XL second pass: resizes frames to 1024 x 576 and re-renders them video-to-video "
-        "with the same prompt. Long inputs run chunk by chunk so memory stays bounded."
+        "with the same prompt. Long inputs run in overlapping chunks with randomized blending (one noise for the "
+        "whole video, chunk predictions joined at a random frame of each overlap), so memory stays bounded and "
+        "chunk boundaries leave no seams."
     )
     CATEGORY = "WebTV/Zeroscope"
     FUNCTION = "upscale"
@@ -126,27 +140,31 @@ class ZeroscopeXLUpscale:
                 "guidance": ("FLOAT", {"default": 9.0, "min": 1.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance scale."}),
                 "width": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 8, "tooltip": "Output width, a multiple of 8."}),
                 "height": ("INT", {"default": 576, "min": 64, "max": 4096, "step": 8, "tooltip": "Output height, a multiple of 8."}),
-                "chunk_length": ("INT", {"default": 24, "min": 1, "max": 512, "tooltip": "Frames re-rendered at once; lower it if memory runs out."}),
+                "chunk_length": ("INT", {"default": 24, "min": 1, "max": 512, "tooltip": "Frames the model sees at once; lower it if memory runs out."}),
+                "overlap": ("INT", {"default": 8, "min": 0, "max": 511, "tooltip": "Frames shared by neighbouring chunks, where they are blended; 0 gives independent chunks (visible seams)."}),
+                "scheduler": (list(SCHEDULERS), {"default": "DDIM", "tooltip": SCHEDULER_TOOLTIP}),
             }
         }
 
-    def upscale(self, model, frames, prompt, negative_prompt, seed, strength, steps, guidance, width, height, chunk_length):
+    def upscale(self, model, frames, prompt, negative_prompt, seed, strength, steps, guidance, width, height,
+                chunk_length, overlap=8, scheduler="DDIM"):
         frames = check_image(frames, "frames")
         prompt = _check_prompt(prompt)
         _check_size(width, height)
-        count = frames.shape[0]
-        out = new_frames(count, height, width)
-        chunks = range(0, count, chunk_length)
-        progress = _step_progress(max(sampler.strength_step_count(steps, strength), 1) * len(chunks))
-        generator = torch.Generator("cpu").manual_seed(seed)
+        _check_sampling(seed, steps, guidance, scheduler)
+        strength = checks.finite("strength", strength, low=0.0, high=1.0)
+        chunk_length = checks.integer("chunk_length", chunk_length, low=1)
+        overlap = checks.integer("overlap", overlap, low=0, high=chunk_length - 1)
+        chunk = min(chunk_length, frames.shape[0])  # a short input is one chunk
+        overlap = min(overlap, chunk - 1)
+        starts, _ = blending.chunk_grid(frames.shape[0], chunk, overlap, "pad")
+        progress = _step_progress(max(sampler.strength_step_count(steps, strength), 1) * len(starts))
         with on_device(*model.modules()):
-            embeds = sampler.encode_prompt(model, prompt, negative_prompt, guidance)
-            for start in chunks:
-                part = sampler.resize_frames(frames[start : start + chunk_length], height, width)
-                out[start : start + part.shape[0]] = sampler.video_to_video(
-                    model, part, prompt, negative_prompt, strength, steps, guidance,
-                    on_step=progress, generator=generator, embeds=embeds,
-                )
+            out = blending.enhance(
+                model, frames, prompt, negative_prompt, chunk=chunk, overlap=overlap, strength=strength, steps=steps,
+                guidance=guidance, seed=seed, width=width, height=height, fit="stretch", length_mode="pad",
+                on_chunk=progress, scheduler=scheduler,
+            )
         return (out,)
 
 

@@ -1,4 +1,4 @@
-"""The pack's own text-to-video and video-to-video denoising loop over diffusers' blocks.
+"""The pack's own text-to-video and video-to-video denoising loop over diffusers' blocks, for every stage.
 
 It reproduces diffusers' deprecated ``TextToVideoSDPipeline`` / ``VideoToVideoSDPipeline`` for the
 same weights and seed, and opens the loop up for what comes after Zeroscope:
@@ -6,7 +6,8 @@ same weights and seed, and opens the loop up for what comes after Zeroscope:
 - ``predict(latents, t) -> noise`` is a parameter of :func:`denoise`, so StreamingT2V's conditioned
   UNet and randomized blending's chunk-blended prediction plug into the same loop;
 - ``on_step(i, total)`` is called after every step (progress bar and interruption);
-- the VAE runs in frame slices, writing decoded frames straight into the output IMAGE.
+- the VAE runs in frame slices, writing decoded frames straight into the output IMAGE;
+- the scheduler is a choice (:data:`SCHEDULERS`), built from the model's own scheduler config.
 
 Noise is drawn on the CPU from a seeded generator, so a seed gives the same video on every device.
 """
@@ -21,10 +22,47 @@ import torch
 import torch.nn.functional as F
 
 from ..common.frames import new_frames
-from .loader import VideoDiffusionModel
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OnStep = Callable[[int, int], None]
+
+# choice -> (diffusers scheduler class, settings over the model's scheduler config)
+SCHEDULERS = {
+    "DDIM": ("DDIMScheduler", {}),
+    "DPM-Solver++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    "Euler": ("EulerDiscreteScheduler", {}),
+}
+SCHEDULER_TOOLTIP = (
+    "Sampler, set up from the model's scheduler config: DDIM (Zeroscope's own), DPM-Solver++ 2M (the official "
+    "ModelScope/StreamingT2V first stage; as good at 20-25 steps), UniPC, Euler."
+)
+
+
+class LatentVideoModel:
+    """Base of the model dataclasses: what the sampler uses (UNet, VAE, text encoder, tokenizer, scheduler config)."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler_config: dict
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def new_scheduler(self, choice: str | None = None):
+        """A fresh scheduler (schedulers keep per-run state): the config's own class, or a :data:`SCHEDULERS` choice."""
+        import diffusers
+
+        if choice is None:
+            return getattr(diffusers, self.scheduler_config.get("_class_name", "DDIMScheduler")).from_config(self.scheduler_config)
+        if choice not in SCHEDULERS:
+            raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {choice!r}.")
+        name, settings = SCHEDULERS[choice]
+        return getattr(diffusers, name).from_config(self.scheduler_config, **settings)
 
 
 @dataclass
@@ -35,7 +73,7 @@ class PromptEmbeds:
     uncond: torch.Tensor | None
 
 
-def encode_prompt(model: VideoDiffusionModel, prompt: str, negative_prompt: str, guidance: float) -> PromptEmbeds:
+def encode_prompt(model: LatentVideoModel, prompt: str, negative_prompt: str, guidance: float) -> PromptEmbeds:
     """Encode the prompt (and the negative prompt when ``guidance > 1``) with the CLIP text encoder."""
     device = model.text_encoder.device
 
@@ -49,7 +87,7 @@ def encode_prompt(model: VideoDiffusionModel, prompt: str, negative_prompt: str,
         return PromptEmbeds(encode(prompt), encode(negative_prompt) if guidance > 1.0 else None)
 
 
-def noise_predictor(model: VideoDiffusionModel, embeds: PromptEmbeds, guidance: float, scheduler) -> Predict:
+def noise_predictor(model: LatentVideoModel, embeds: PromptEmbeds, guidance: float, scheduler) -> Predict:
     """The plain UNet prediction with classifier-free guidance (one batched forward pass)."""
     context = embeds.cond if embeds.uncond is None else torch.cat([embeds.uncond, embeds.cond])
 
@@ -116,7 +154,7 @@ def denoise(
     return latents
 
 
-def decode_latents(model: VideoDiffusionModel, latents: torch.Tensor, slice_frames: int = 8, out: torch.Tensor | None = None) -> torch.Tensor:
+def decode_latents(model: LatentVideoModel, latents: torch.Tensor, slice_frames: int = 8, out: torch.Tensor | None = None) -> torch.Tensor:
     """Decode ``[1, C, F, h, w]`` latents to IMAGE ``[F, H, W, 3]``, ``slice_frames`` frames at a time."""
     scale = model.vae.config.scaling_factor
     frames = latents.shape[2]
@@ -130,7 +168,7 @@ def decode_latents(model: VideoDiffusionModel, latents: torch.Tensor, slice_fram
     return out
 
 
-def encode_frames(model: VideoDiffusionModel, frames: torch.Tensor, generator: torch.Generator, slice_frames: int = 8) -> torch.Tensor:
+def encode_frames(model: LatentVideoModel, frames: torch.Tensor, generator: torch.Generator, slice_frames: int = 8) -> torch.Tensor:
     """Encode IMAGE frames to ``[1, C, F, h, w]`` latents sampled from the VAE posterior.
 
     Slices are encoded one at a time; the posterior sample is drawn once for the whole video, which
@@ -151,7 +189,7 @@ def encode_frames(model: VideoDiffusionModel, frames: torch.Tensor, generator: t
 
 
 def text_to_video(
-    model: VideoDiffusionModel,
+    model: LatentVideoModel,
     prompt: str,
     negative_prompt: str = "",
     num_frames: int = 24,
@@ -162,12 +200,13 @@ def text_to_video(
     seed: int = 0,
     eta: float = 0.0,
     on_step: OnStep | None = None,
+    scheduler: str | None = None,
 ) -> torch.Tensor:
-    """Generate IMAGE frames ``[num_frames, height, width, 3]`` from a prompt."""
+    """Generate IMAGE frames ``[num_frames, height, width, 3]`` from a prompt (``scheduler``: a :data:`SCHEDULERS` choice)."""
     device = model.unet.device
     generator = torch.Generator("cpu").manual_seed(seed)
     embeds = encode_prompt(model, prompt, negative_prompt, guidance)
-    scheduler = model.new_scheduler()
+    scheduler = model.new_scheduler(scheduler)
     scheduler.set_timesteps(steps, device=device)
     f = model.vae_scale_factor
     shape = (1, model.unet.config.in_channels, num_frames, height // f, width // f)
@@ -199,7 +238,7 @@ def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 
 def video_to_video(
-    model: VideoDiffusionModel,
+    model: LatentVideoModel,
     frames: torch.Tensor,
     prompt: str,
     negative_prompt: str = "",
@@ -211,12 +250,13 @@ def video_to_video(
     on_step: OnStep | None = None,
     generator: torch.Generator | None = None,
     embeds: PromptEmbeds | None = None,
+    scheduler: str | None = None,
 ) -> torch.Tensor:
     """Re-render IMAGE ``frames`` with the prompt: encode, noise to ``strength``, denoise, decode."""
     device = model.unet.device
     generator = generator or torch.Generator("cpu").manual_seed(seed)
     embeds = embeds or encode_prompt(model, prompt, negative_prompt, guidance)
-    scheduler = model.new_scheduler()
+    scheduler = model.new_scheduler(scheduler)
     scheduler.set_timesteps(steps, device=device)
     timesteps = strength_timesteps(scheduler, steps, strength)
     latents = encode_frames(model, frames, generator)

@@ -22,10 +22,9 @@ from typing import Callable
 import torch
 
 from ..common.frames import new_frames
-from ..zeroscope.loader import VideoDiffusionModel
-from ..zeroscope.sampler import (
-    OnStep, add_noise, decode_latents, denoise, encode_frames, encode_prompt, noise_predictor, resize_frames,
-    strength_timesteps,
+from .sampler import (
+    LatentVideoModel, OnStep, add_noise, decode_latents, denoise, encode_frames, encode_prompt, noise_predictor,
+    resize_frames, strength_timesteps,
 )
 
 ChunkPredict = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -114,7 +113,7 @@ def pad_box(h: int, w: int, width: int, height: int) -> tuple[int, int, int, int
 
 
 def enhance(
-    model: VideoDiffusionModel,
+    model: LatentVideoModel,
     frames: torch.Tensor,
     prompt: str,
     negative_prompt: str = "",
@@ -133,12 +132,14 @@ def enhance(
     slice_frames: int = 8,
     on_step: OnStep | None = None,
     on_chunk: Callable[[], None] | None = None,
+    scheduler: str | None = None,
 ) -> torch.Tensor:
     """Re-render a long IMAGE video with a video-to-video model and randomized blending.
 
     Frames are encoded slice by slice, noised to ``strength`` with one noise tensor, denoised with the
     blended prediction and decoded slice by slice into a (disk-backed when large) IMAGE.
-    ``on_step`` follows the denoising steps, ``on_chunk`` every chunk's model evaluation.
+    ``on_step`` follows the denoising steps, ``on_chunk`` every chunk's model evaluation; ``scheduler`` is a
+    :data:`~.sampler.SCHEDULERS` choice (the model's own when None).
     """
     if fit not in FITS:
         raise ValueError(f"fit: must be one of {', '.join(FITS)}, got {fit!r}.")
@@ -147,7 +148,7 @@ def enhance(
     used = min(count, covered)
     device = model.unet.device
     generator = torch.Generator("cpu").manual_seed(seed)
-    cuts = torch.Generator("cpu").manual_seed(seed + 1)
+    cuts = torch.Generator("cpu").manual_seed((seed + 1) % 2**64)
     embeds = encode_prompt(model, prompt, negative_prompt, guidance)
 
     factor = model.vae_scale_factor
@@ -158,7 +159,7 @@ def enhance(
     if covered > used:  # pad mode: repeat the last frame's latent, cropped away after decoding
         latents[:, :, used:] = latents[:, :, used - 1 : used]
 
-    scheduler = model.new_scheduler()
+    scheduler = model.new_scheduler(scheduler)
     scheduler.set_timesteps(steps)
     timesteps = strength_timesteps(scheduler, steps, strength)
     if len(timesteps):
