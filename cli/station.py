@@ -1,153 +1,438 @@
-"""``run``: the whole station headless, without ComfyUI.
+"""``run``: the AI WebTV station, headless: the ``workflows/ai_webtv_api.json`` graph, run as ComfyUI runs it.
 
-A theme in; shot prompts written; per shot a Zeroscope clip, the XL second pass, FILM to the channel's
-frame rate, MusicGen music fitted to the clip, an mp4; the ffconcat playlist growing and the channel on
-air (the local HLS preview, and RTMP outputs when given). The stages run through the same node classes
-ComfyUI runs, so the CLI and a workflow behave alike.
+The Shot Writer turns a theme into shot prompts; per shot, Zeroscope writes a clip, the XL pass
+upscales it, FILM brings it to the channel's frame rate, MusicGen scores it, and the mp4 joins this
+run's playlist; then the channel goes on air (a local preview page, and the RTMP servers given) and
+stays on air until Ctrl-C (or for --on-air seconds). The options below are --set assignments onto
+that graph, so changing the workflow changes the station; any other input is one --set away.
 
-It uses the models found in ``--models``; when any is missing it generates tiny random models (with the
-real architectures) into ``--tiny-dir`` and runs on those at small sizes, so the chain runs anywhere.
+Each run gets its own folder, output/WebTV/station/<run id>/, with its clips and its playlist: what is
+on air is this run's programme (--resume RUN_ID adds to an earlier run's programme instead).
+
+Models come from --models (ComfyUI's layout: zeroscope/, film/, musicgen/). With the default folder
+and models missing, the station runs on tiny random models (noise, at small sizes) and says so;
+--download fetches the real ones first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import sys
 import time
 
-from ..nodes import host
-from ..nodes.broadcast import channel as channels
-from ..nodes.broadcast.nodes import ChannelAppend, ChannelStop, FFConcatPlaylist, RTMPChannel, SaveVideo
-from ..nodes.film.nodes import FilmInterpolate
-from ..nodes.music.nodes import FitAudioToVideo, MusicGen, MusicGenLoader
-from ..nodes.prompts.nodes import ShotWriter
-from ..nodes.zeroscope.nodes import ZeroscopeLoader, ZeroscopeTextToVideo, ZeroscopeXLUpscale
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKFLOW = os.path.join(ROOT, "workflows", "ai_webtv_api.json")
+STATION_FOLDER = "WebTV/station"
+LLM_BACKENDS = ("auto", "openai_compatible", "local", "template")
 
-REQUIRED = (("zeroscope", "zeroscope_v2_576w"), ("zeroscope", "zeroscope_v2_XL"), ("film", "film_net_fp32.safetensors"), ("musicgen", "musicgen-small"))
-TINY_SIZES = {"width": 64, "height": 64, "xl_width": 128, "xl_height": 96, "steps": 3, "frames": 8, "channel_width": 320, "channel_height": 180}
+# Where each model the graph loads comes from: loader class -> model kind (ComfyUI models sub-folder).
+MODEL_LOADERS = {"ZeroscopeLoader": "zeroscope", "WebTVFilmInterpolate": "film", "WebTVMusicGenLoader": "musicgen"}
 
-
-class Terminal:
-    """Prints the running stage's progress on one line of stderr."""
-
-    def __init__(self):
-        self.stage = ""
-        host.add_progress_listener(self.show)
-
-    def show(self, value: int, total: int) -> None:
-        end = "\n" if value >= total else ""
-        print(f"\r  {self.stage}: {value}/{total}", end=end, file=sys.stderr, flush=True)
-
-    def begin(self, stage: str) -> None:
-        self.stage = stage
+# Tiny random models give noise at any size: the graph's sizes are capped so a run takes seconds.
+TINY_CAPS = {
+    "ZeroscopeTextToVideo.width": 64, "ZeroscopeTextToVideo.height": 64, "ZeroscopeTextToVideo.frames": 8,
+    "ZeroscopeTextToVideo.steps": 3, "ZeroscopeXLUpscale.width": 128, "ZeroscopeXLUpscale.height": 96,
+    "ZeroscopeXLUpscale.steps": 3, "WebTVRTMPChannel.width": 320, "WebTVRTMPChannel.height": 180,
+}
 
 
-def use_models(args) -> bool:
-    """Point the engines at real models when all are present, else at tiny ones; True when tiny."""
-    host.configure(models_dir=args.models, output_dir=args.output)
-    if all(host.find_model(kind, name) for kind, name in REQUIRED):
+def _whole(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; give {minimum} or more")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} must be a positive number")
+    return value
+
+
+def _even_size(text: str) -> int:
+    value = _whole(16)(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"{value} is odd; video sizes must be even (try {value + 1})")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} must be 0 (until Ctrl-C) or more")
+    return value
+
+
+def _run_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (a folder name under output/{STATION_FOLDER})")
+    return text
+
+
+# The station's options: each sets inputs of the workflow graph ("ClassType.input"; the class is used once).
+# option -> (graph inputs, argparse keywords)
+GRAPH_OPTIONS = {
+    "--theme": (("WebTVShotWriter.theme",), {"help": "what the episode is about"}),
+    "--shots": (("WebTVShotWriter.shots",), {"type": _whole(1), "help": "number of shots (a clip of 2-3 s each)"}),
+    "--style": (("WebTVShotWriter.style",), {"help": "style keywords added to every shot"}),
+    "--seed": (("WebTVShotWriter.seed", "ZeroscopeTextToVideo.seed", "ZeroscopeXLUpscale.seed", "WebTVMusicGen.seed"),
+               {"type": _whole(0), "help": "one seed for every stage (the workflow's own seeds otherwise)"}),
+    "--llm": (("WebTVShotWriter.backend",), {"choices": LLM_BACKENDS, "help": "who writes the shots: auto picks the "
+              "endpoint if --llm-url is set, else a local model in models/llm, else the template (always the "
+              "template on tiny models); the API key comes from WEBTV_LLM_API_KEY or WEBTV_LLM_API_KEY_FILE"}),
+    "--llm-url": (("WebTVShotWriter.endpoint_url",), {"help": "an OpenAI-compatible chat endpoint, e.g. http://127.0.0.1:8080/v1"}),
+    "--llm-model": (("WebTVShotWriter.model",), {"help": "model name at the endpoint, or a folder under models/llm"}),
+    "--negative-prompt": (("ZeroscopeTextToVideo.negative_prompt", "ZeroscopeXLUpscale.negative_prompt"),
+                          {"help": "what the video should not show"}),
+    "--music": (("WebTVMusicGen.prompt",), {"help": "the music's description for MusicGen"}),
+    "--frames": (("ZeroscopeTextToVideo.frames",), {"type": _whole(1), "help": "frames per generated clip"}),
+    "--steps": (("ZeroscopeTextToVideo.steps", "ZeroscopeXLUpscale.steps"), {"type": _whole(1), "help": "denoising steps of both passes"}),
+    "--width": (("ZeroscopeTextToVideo.width",), {"type": _even_size, "help": "width of the first pass"}),
+    "--height": (("ZeroscopeTextToVideo.height",), {"type": _even_size, "help": "height of the first pass"}),
+    "--xl-width": (("ZeroscopeXLUpscale.width",), {"type": _even_size, "help": "width after the XL pass"}),
+    "--xl-height": (("ZeroscopeXLUpscale.height",), {"type": _even_size, "help": "height after the XL pass"}),
+    "--fps": (("WebTVFilmInterpolate.source_fps",), {"type": _positive, "help": "frame rate of the generated clips"}),
+    "--target-fps": (("WebTVFilmInterpolate.target_fps", "WebTVRTMPChannel.fps"), {"type": _positive, "help": "frame rate after FILM, and the channel's"}),
+    "--channel": (("WebTVRTMPChannel.channel",), {"help": "channel name"}),
+    "--channel-width": (("WebTVRTMPChannel.width",), {"type": _even_size, "help": "channel width (clips are scaled and padded to it)"}),
+    "--channel-height": (("WebTVRTMPChannel.height",), {"type": _even_size, "help": "channel height"}),
+    "--rtmp": (("WebTVRTMPChannel.outputs",), {"action": "append", "metavar": "URL", "help": "an rtmp:// or rtmps:// "
+               "server, the stream key as a placeholder set in the environment: rtmp://live.twitch.tv/app/${TWITCH_STREAM_KEY} "
+               "(repeatable; none: the local preview only)"}),
+}
+
+
+class UsageError(ValueError):
+    """A bad argument, found before anything loads; printed as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------- the graph
+
+
+def workflow_value(api: dict, target: str):
+    """The graph's value for ``ClassType.input``."""
+    from ..workflow.format import find_node
+
+    class_type, _, name = target.rpartition(".")
+    return api[find_node(api, class_type)]["inputs"].get(name)
+
+
+def station_graph(args, tiny: bool, run_dir: str) -> dict:
+    """The workflow with the options, the run folder, the tiny caps and then ``--set`` applied."""
+    from ..workflow import format as wf
+    from ..workflow import runner
+
+    info = runner.object_info()
+    api = runner.load(args.workflow)
+
+    def apply(assignment: str, source: str) -> None:
+        try:
+            wf.set_input(api, assignment, info)
+        except wf.WorkflowError as e:
+            raise UsageError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
+
+    for option, (targets, _) in GRAPH_OPTIONS.items():
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is not None:
+            value = "\n".join(value) if isinstance(value, list) else value
+            for target in targets:
+                apply(f"{target}={value}", option)
+    apply(f"WebTVSaveVideo.filename_prefix={run_dir}/shot", "the run folder")
+    apply(f"WebTVFFConcatPlaylist.filename={run_dir}/channel.ffconcat", "the run folder")
+    if tiny:
+        for target, cap in TINY_CAPS.items():
+            apply(f"{target}={min(workflow_value(api, target), cap)}", "tiny models")
+        if workflow_value(api, "WebTVShotWriter.backend") == "auto" and not workflow_value(api, "WebTVShotWriter.endpoint_url"):
+            apply("WebTVShotWriter.backend=template", "tiny models")  # a tiny random LM writes no usable JSON
+    for assignment in args.set:
+        apply(assignment, "--set")
+    try:
+        runner.validate(api)
+    except runner.ValidationError as e:
+        raise UsageError(f"{e} (set it with an option or --set NODE.INPUT=VALUE)") from None
+    return api
+
+
+def check_outputs(api: dict) -> None:
+    """Every RTMP address well formed and its ``${KEY}`` set, before anything loads."""
+    from urllib.parse import urlsplit
+
+    from ..nodes.broadcast import keys
+
+    for url in filter(None, (line.strip() for line in workflow_value(api, "WebTVRTMPChannel.outputs").splitlines())):
+        try:
+            keys.check_output_url(url, "--rtmp")
+            urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of range or not a number
+            keys.resolve(url, "--rtmp")
+        except ValueError as e:
+            message = str(e)
+            raise UsageError(message if message.startswith("--rtmp") else f"--rtmp {url!r}: {message}; use rtmp://host[:port]/app/stream") from None
+
+
+def needed_models(api: dict) -> list[tuple[str, str]]:
+    """(kind, name) of every model the graph loads."""
+    needs = []
+    for node in api.values():
+        kind = MODEL_LOADERS.get(node["class_type"])
+        if kind and (kind, node["inputs"]["model_name"]) not in needs:
+            needs.append((kind, node["inputs"]["model_name"]))
+    return needs
+
+
+# ---------------------------------------------------------------- models
+
+
+def choose_models(args, needs: list[tuple[str, str]]) -> bool:
+    """Point the engines at the models; True when they are the tiny random ones (default folder only)."""
+    from ..nodes import host
+    from . import download
+
+    explicit = args.models is not None
+    folder = os.path.abspath(args.models or "models")
+    if explicit and not os.path.isdir(folder) and not args.download:
+        raise UsageError(f"--models {args.models}: no such folder; give the folder holding zeroscope/, film/ and musicgen/, "
+                         "add --download to fetch the models into it, or leave --models out to try the station on tiny random models")
+    host.configure(models_dir=folder)
+    missing = [(kind, name) for kind, name in needs if not download.complete(kind, name)]
+    if missing and args.download:
+        download.fetch(missing, folder)
+        missing = [(kind, name) for kind, name in needs if not download.complete(kind, name)]
+    if not missing:
         return False
+    names = ", ".join(name for _, name in missing)
+    if explicit:
+        raise UsageError(f"--models {args.models}: {names} missing; add --download to fetch them "
+                         f"(or: python -m comfyui_webtv download-models --models {args.models})")
     from .tiny import make_tiny_models
 
-    missing = [name for kind, name in REQUIRED if not host.find_model(kind, name)]
-    print(f"missing in {args.models}: {', '.join(missing)}; running on tiny random models from {args.tiny_dir}", file=sys.stderr)
-    host.configure(models_dir=args.tiny_dir)
-    if not all(host.find_model(kind, name) for kind, name in REQUIRED):
-        make_tiny_models(args.tiny_dir)
-    for key, value in TINY_SIZES.items():
-        setattr(args, key, min(getattr(args, key), value))
+    tiny_dir = os.path.abspath(args.tiny_dir)
+    host.configure(models_dir=tiny_dir)
+    if not all(download.complete(kind, name) for kind, name in needs):
+        make_tiny_models(tiny_dir)
+    banner(f"TINY RANDOM MODELS: {names} not in {folder}.",
+           f"The clips are noise at small sizes; they show the chain works. Real models: add --download (about {download.size_text(missing)}).")
     return True
 
 
+def banner(*lines: str) -> None:
+    """A message the user must not miss, framed."""
+    rule = "=" * min(100, max(len(line) for line in lines))
+    print(rule, *lines, rule, sep="\n", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _LibraryNotices(logging.Filter):
+    """transformers' notices about MusicGen's own design: nothing a user can act on."""
+
+    NOTICES = (
+        "past_key_values",  # transformers renamed its cache argument; MusicGen's generation loop still uses the old name
+        "must be `None` or an integer within the vocabulary",  # MusicGen's special token 2048 lies past its 2048 codes
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(notice in record.getMessage() for notice in self.NOTICES)
+
+
+def quiet_libraries() -> None:
+    """No weight-loading bars and no notices about transformers' MusicGen internals (download bars stay)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    for handler in logging.getLogger("transformers").handlers:
+        handler.addFilter(_LibraryNotices())
+
+
+class Terminal:
+    """The running node on one line of stderr, its progress redrawn in place; log lines never glued to it."""
+
+    def __init__(self):
+        from ..nodes import host
+
+        self.stage, self.open = "", False
+        self._unlisten = host.add_progress_listener(self.show)
+        self._handler = logging.StreamHandler(sys.stderr)
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._handler.filter = self._end_line_first
+        self._logger = logging.getLogger(__name__.split(".")[0])
+        self._logger.addHandler(self._handler)
+        self._logger.propagate = False
+
+    def _end_line_first(self, record) -> bool:
+        self.end_line()
+        return True
+
+    def close(self) -> None:
+        """Stop listening to progress and logs."""
+        self._unlisten()
+        self._logger.removeHandler(self._handler)
+        self._logger.propagate = True
+
+    def end_line(self) -> None:
+        if self.open:
+            print(file=sys.stderr, flush=True)
+            self.open = False
+
+    def show(self, value: int, total: int) -> None:
+        if not sys.stderr.isatty() and value < total:
+            return  # a log file gets the finished count only
+        print(f"\r    {self.stage}: {value}/{total}", end="", file=sys.stderr, flush=True)
+        self.open = value < total
+        if not self.open:
+            print(file=sys.stderr, flush=True)
+
+    def say(self, text: str) -> None:
+        self.end_line()
+        print(text, file=sys.stderr, flush=True)
+
+
+def prepare(args) -> tuple[dict, bool, str]:
+    """Everything checked, nothing loaded: (graph, tiny models, run folder relative to the output folder)."""
+    from ..nodes import host
+
+    output = os.path.abspath(args.output)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"--output {args.output}: is a file; give a folder (it is created when missing)")
+    if os.path.exists(args.tiny_dir) and not os.path.isdir(args.tiny_dir):
+        raise UsageError(f"--tiny-dir {args.tiny_dir}: is a file; give a folder")
+    if not os.path.isfile(args.workflow):
+        raise UsageError(f"--workflow {args.workflow}: no such file")
+    if args.download:
+        from ..nodes.common.hub import offline
+
+        if offline():
+            raise UsageError("--download: HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it or leave --download out")
+    host.configure(output_dir=output)
+    stations = os.path.join(output, *STATION_FOLDER.split("/"))
+    if args.resume:
+        if not os.path.isfile(os.path.join(stations, args.resume, "channel.ffconcat")):
+            known = sorted(os.listdir(stations)) if os.path.isdir(stations) else []
+            raise UsageError(f"--resume {args.resume}: no programme at {os.path.join(stations, args.resume)}; "
+                             f"runs there: {', '.join(known[-5:]) or 'none'}")
+        run_id = args.resume
+    else:
+        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        n = 1
+        while os.path.exists(os.path.join(stations, run_id + (f"-{n}" if n > 1 else ""))):
+            n += 1
+        run_id += f"-{n}" if n > 1 else ""
+    run_dir = f"{STATION_FOLDER}/{run_id}"
+    graph = station_graph(args, tiny=False, run_dir=run_dir)  # every value checked before a model is looked for
+    check_outputs(graph)
+    tiny = choose_models(args, needed_models(graph))
+    if tiny:
+        graph = station_graph(args, tiny=True, run_dir=run_dir)
+    os.makedirs(os.path.join(stations, run_id), exist_ok=True)
+    return graph, tiny, run_dir
+
+
 def run(args) -> int:
-    tiny = use_models(args)
-    term = Terminal()
-    term.begin("shot writer")
-    prompts, _, report = ShotWriter().write(args.theme, args.shots, args.style, args.seed, args.llm, args.llm_url, args.llm_model)
-    print(f"shots ({json.loads(report).get('source', '?')}):", *(f"  {i + 1}. {p}" for i, p in enumerate(prompts)), sep="\n", file=sys.stderr)
-
-    t2v = ZeroscopeLoader().load("zeroscope_v2_576w", "auto", False)[0]
-    xl = ZeroscopeLoader().load("zeroscope_v2_XL", "auto", False)[0]
-    music = MusicGenLoader().load("musicgen-small", "auto", "auto", False)[0]
-    clips, status = [], None
+    quiet_libraries()
     try:
-        for i, prompt in enumerate(prompts):
-            print(f"shot {i + 1}/{len(prompts)}", file=sys.stderr)
-            seed = args.seed + i
-            term.begin("text to video")
-            frames, prompt, info = ZeroscopeTextToVideo().generate(
-                t2v, prompt, args.negative_prompt, seed, args.frames, args.steps, 9.0, args.width, args.height)
-            term.begin("XL upscale")
-            frames = ZeroscopeXLUpscale().upscale(
-                xl, frames, prompt, args.negative_prompt, seed, 0.7, args.steps, 9.0, args.xl_width, args.xl_height, 24)[0]
-            term.begin("FILM")
-            frames, fps, _ = FilmInterpolate().interpolate(
-                frames, "film_net_fp32.safetensors", "frame_rate", 2, args.fps, args.target_fps, "auto", 4, 0.5, 2, "auto")
-            term.begin("MusicGen")
-            audio = MusicGen().generate(
-                music, args.music, "match video", 0.0, fps, 3.0, 1.0, 250, 0.0, seed, 30.0, 12.0, video=frames)[0]
-            audio = FitAudioToVideo().fit(audio, frames, fps, "48000", "loop", 0.0, 0.5)[0]
-            term.begin("mp4")
-            path = SaveVideo().save(frames, fps, "WebTV/station/shot", 19, audio=audio, generation_info=info)["result"][0]
-            clips.append(path)
-            playlist_path = FFConcatPlaylist().write("", "WebTV/station/channel.ffconcat", "append", "relative", clip=path)["result"][0]
-            if status is None:
-                status = RTMPChannel().start(
-                    playlist_path, args.channel, "\n".join(args.rtmp), True, "clips", args.channel_width,
-                    args.channel_height, args.target_fps, 3000, 128, "48000", 2.0, "veryfast")
-            else:
-                ChannelAppend().append(args.channel, "", clip=path)
-            state = channels.get(args.channel).status()
-            print(f"on air: {state.get('preview_url')} ({len(clips)} clip(s) in {playlist_path})", file=sys.stderr)
-        wait_on_air(args)
-        final = channels.get(args.channel).status()
+        api, tiny, run_dir = prepare(args)
+    except UsageError as e:
+        print(f"run: error: {e}", file=sys.stderr)
+        return 2
+    except (ConnectionError, FileNotFoundError) as e:  # a download that failed
+        print(f"run: error: {e}".replace("\n", " "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    from ..nodes.broadcast import channel as channels
+    from ..workflow import runner
+    from ..workflow.format import find_node
+
+    term = Terminal()
+    channel = workflow_value(api, "WebTVRTMPChannel.channel")
+    term.say(f"run {run_dir.rsplit('/', 1)[-1]}: {os.path.join(os.path.abspath(args.output), *run_dir.split('/'))}")
+
+    def on_node(nid: str, class_type: str, index: int, count: int) -> None:
+        term.stage = api[nid].get("_meta", {}).get("title") or class_type
+        term.say(f"[{index + 1}/{count}] {term.stage}")
+
+    results, final, code, error = {}, None, 0, None
+    try:
+        results = runner.run(api, on_node=on_node)
+        writer = results[find_node(api, "WebTVShotWriter")]["outputs"]
+        term.say(f"shots (written by {json.loads(writer[2][0]).get('source', '?')}):\n"
+                 + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(writer[0])))
+        status = channels.get(channel).status()
+        term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
+                 f"({status['clips']} clip(s) of run {run_dir.rsplit('/', 1)[-1]})")
+        wait_on_air(args.on_air, term)
+    except KeyboardInterrupt:
+        term.say("interrupted")
+        code = 130
+    except runner.NodeError as e:
+        error, code = str(e), 1
+        term.say(f"run: error: {e}")
     finally:
-        if status is not None:
-            ChannelStop().stop(args.channel)
-    print(json.dumps({"clips": clips, "playlist": playlist_path, "tiny_models": tiny, "channel": final}, default=str))
-    return 0
+        if channel in channels.statuses():
+            final = channels.stop(channel)
+        term.close()
+    clips = results.get(find_node(api, "WebTVSaveVideo"), {}).get("outputs", [[]])[0]
+    playlist = results.get(find_node(api, "WebTVFFConcatPlaylist"), {}).get("outputs", [[None]])[0][-1:]
+    if tiny:
+        term.say("this run used TINY RANDOM MODELS (noise); add --download for the real ones")
+    summary = {"run": run_dir.rsplit("/", 1)[-1], "clips": clips, "playlist": playlist[0] if playlist else None,
+               "tiny_models": tiny, "channel": final, "error": error}
+    print(json.dumps(summary, default=str), flush=True)
+    return code
 
 
-def wait_on_air(args) -> None:
-    """Keep the channel looping for ``--on-air`` seconds (0: until Ctrl-C)."""
-    print("channel looping; Ctrl-C stops it" if args.on_air == 0 else f"channel on air for {args.on_air:g} s", file=sys.stderr)
-    end = time.monotonic() + args.on_air if args.on_air > 0 else float("inf")
+def wait_on_air(seconds: float, term: Terminal) -> None:
+    """Keep the channel on air for ``seconds`` (0: until Ctrl-C, which ends the run normally)."""
+    term.say("on air until Ctrl-C" if seconds == 0 else f"on air for {seconds:g} s")
+    end = time.monotonic() + seconds if seconds > 0 else float("inf")
     try:
         while time.monotonic() < end:
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
     except KeyboardInterrupt:
-        pass
+        term.say("stopping the channel")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("run", help="the whole station headless: theme -> clips with music -> playlist -> channel", description=__doc__)
-    p.add_argument("--theme", default="a lighthouse keeper's day on a stormy northern island, from dawn to night")
-    p.add_argument("--shots", type=int, default=3)
-    p.add_argument("--style", default="cinematic, photorealistic, 35mm film")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--llm", choices=["auto", "openai_compatible", "local", "template"], default="auto",
-                   help="shot writer backend (the API key comes from WEBTV_LLM_API_KEY or WEBTV_LLM_API_KEY_FILE)")
-    p.add_argument("--llm-url", default="", help="an OpenAI-compatible chat endpoint")
-    p.add_argument("--llm-model", default="", help="model name at the endpoint, or a folder under models/llm")
-    p.add_argument("--negative-prompt", default="blurry, text, watermark, low quality")
-    p.add_argument("--music", default="calm ambient score, soft strings and piano, slow tempo")
-    p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--width", type=int, default=576)
-    p.add_argument("--height", type=int, default=320)
-    p.add_argument("--xl-width", type=int, default=1024)
-    p.add_argument("--xl-height", type=int, default=576)
-    p.add_argument("--fps", type=float, default=8.0, help="frame rate of the generated clips")
-    p.add_argument("--target-fps", type=float, default=24.0, help="frame rate after FILM, and the channel's")
-    p.add_argument("--channel", default="webtv")
-    p.add_argument("--channel-width", type=int, default=1024)
-    p.add_argument("--channel-height", type=int, default=576)
-    p.add_argument("--rtmp", action="append", default=[],
-                   help="an rtmp:// or rtmps:// output, key as a placeholder: rtmp://host/app/${STREAM_KEY} (repeatable)")
-    p.add_argument("--on-air", type=float, default=0.0, help="seconds to keep broadcasting after the last clip (0: until Ctrl-C)")
-    p.add_argument("--models", default=os.path.abspath("models"), help="ComfyUI-style models folder")
-    p.add_argument("--output", default=os.path.abspath("output"), help="where clips and the playlist go")
-    p.add_argument("--tiny-dir", default=os.path.abspath(".tiny-models"), help="where tiny models are generated when real ones are missing")
+    p = commands.add_parser("run", help="the AI WebTV station", description=__doc__)
+    with open(WORKFLOW) as f:
+        api = json.load(f)  # the defaults shown are the workflow's (cheap: no node is imported for --help)
+    for option, (targets, kwargs) in GRAPH_OPTIONS.items():
+        class_type, _, name = targets[0].rpartition(".")
+        default = next(n["inputs"][name] for n in api.values() if n["class_type"] == class_type)
+        shown = str(default).replace("%", "%%") if default != "" else "none"
+        p.add_argument(option, **{**kwargs, "help": f"{kwargs['help']} (workflow: {shown})"})
+    p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="set any input of the workflow: NODE is a node id, title or class type "
+                   "(e.g. --set \"MusicGen (match the clip).guidance=4\"); applied after the options (repeatable)")
+    p.add_argument("--on-air", type=_seconds, default=0.0, help="seconds to stay on air after the last clip; 0: until Ctrl-C")
+    p.add_argument("--resume", type=_run_id, metavar="RUN_ID", help="add this run's shots to an earlier run's programme "
+                   f"(a folder under output/{STATION_FOLDER}) instead of starting a new one")
+    p.add_argument("--models", help="ComfyUI-style models folder (default: ./models; when models are missing there, "
+                   "tiny random ones are used and a banner says so; a folder named here must hold them)")
+    p.add_argument("--download", action="store_true", help="first fetch the missing models from the Hugging Face Hub "
+                   "into the models folder (resumable; sizes in the README)")
+    p.add_argument("--output", default="output", help="where the run folders (clips, playlist) and the live preview go")
+    p.add_argument("--tiny-dir", default=".tiny-models", help="where tiny random models are written when real ones are missing")
+    p.add_argument("--workflow", default=WORKFLOW, help="the station's workflow (API format)")
     p.set_defaults(handler=run)
