@@ -16,6 +16,7 @@ import torch
 
 from .. import host
 from ..common import models
+from ..common.compat import pretrained_dtype
 from ..diffusion.sampler import LatentVideoModel
 from ..zeroscope import loader as zeroscope_loader
 from . import checkpoint
@@ -127,7 +128,7 @@ def load_base_parts(folder: str, dtype: torch.dtype):
             f"its text encoder, tokenizer, VAE and scheduler from it. Download "
             f"{zeroscope_loader.HUB_REPOS[BASE_FOLDER]} into models/zeroscope/{BASE_FOLDER}."
         )
-    text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), dtype=dtype)
+    text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), **pretrained_dtype(dtype))
     tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
     scheduler_config = dict(DDIMScheduler.load_config(os.path.join(folder, "scheduler")))

@@ -14,6 +14,7 @@ import torch
 
 from .. import host
 from ..common import hub, models
+from ..common.compat import pretrained_dtype
 from ..diffusion.sampler import LatentVideoModel
 
 HUB_REPOS = {
@@ -121,7 +122,7 @@ def load_model(folder: str, dtype: torch.dtype = torch.float32) -> VideoDiffusio
 
     unet = UNet3DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
-    text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), dtype=dtype)
+    text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), **pretrained_dtype(dtype))
     tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
     scheduler_config = dict(DDIMScheduler.load_config(os.path.join(folder, "scheduler")))
     for module in (unet, vae, text_encoder):
