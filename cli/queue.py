@@ -4,7 +4,8 @@ Takes a UI-format (converted as the frontend does, using the server's ``/object_
 workflow, applies ``--set NODE.INPUT=VALUE``, posts it to ``/prompt``, follows the run over ``/ws``
 (or by polling ``/history`` when the websocket is unavailable), downloads the outputs from ``/view``
 and prints a JSON summary. Exit code: 0 success, 1 the run failed (error, interrupt, timeout),
-2 the workflow is invalid or ComfyUI refused it, 3 the server cannot be reached.
+2 the workflow is invalid or ComfyUI refused it, 3 the server cannot be reached. A server behind an
+authenticating proxy gets ``Authorization: Bearer $WEBTV_WORKER_TOKEN`` when that variable is set.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..workflow import format as wf
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 0, 1, 2, 3
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+TOKEN_ENV = "WEBTV_WORKER_TOKEN"  # the bearer token for workers; from the environment only
 
 
 class Unreachable(Exception):
@@ -56,8 +58,8 @@ class WebSocket:
         self.fragment_opcode = 0
 
     @classmethod
-    def connect(cls, url: str, timeout: float = 10.0) -> "WebSocket":
-        """Open ``ws://`` or ``wss://`` ``url`` and complete the opening handshake."""
+    def connect(cls, url: str, timeout: float = 10.0, headers: dict | None = None) -> "WebSocket":
+        """Open ``ws://`` or ``wss://`` ``url`` (sending ``headers``) and complete the opening handshake."""
         parts = urllib.parse.urlsplit(url)
         secure = parts.scheme == "wss"
         port = parts.port or (443 if secure else 80)
@@ -68,7 +70,8 @@ class WebSocket:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()) + "\r\n"
         )
         sock.sendall(request.encode())
         response = b""
@@ -174,10 +177,12 @@ class ComfyClient:
             server = "http://" + server
         self.server = server
         self.timeout = timeout
+        token = os.environ.get(TOKEN_ENV)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _request(self, path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data else {}
+        headers = {**self.headers, **({"Content-Type": "application/json"} if data else {})}
         request = urllib.request.Request(self.server + path, data, headers, method="POST" if data else "GET")
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
@@ -224,7 +229,7 @@ class ComfyClient:
     def websocket(self, client_id: str) -> WebSocket:
         parts = urllib.parse.urlsplit(self.server)
         scheme = "wss" if parts.scheme == "https" else "ws"
-        return WebSocket.connect(f"{scheme}://{parts.netloc}{parts.path}/ws?clientId={client_id}", timeout=self.timeout)
+        return WebSocket.connect(f"{scheme}://{parts.netloc}{parts.path}/ws?clientId={client_id}", self.timeout, self.headers)
 
 
 # ---------------------------------------------------------------- errors and progress
