@@ -23,6 +23,27 @@ def files(tmp_path_factory):
     return {"root": root, "base": base, "ckpt": ckpt, "clip": clip}
 
 
+# The text encoder's keys in streaming_t2v.ckpt: transformers 4.39's CLIPTextModel (with its ``text_model.`` level)
+# under ``text_encoder.``; the tiny text encoder has 2 layers.
+OFFICIAL_TEXT_KEYS = {
+    "text_encoder.text_model.embeddings.token_embedding.weight",
+    "text_encoder.text_model.embeddings.position_embedding.weight",
+    "text_encoder.text_model.final_layer_norm.weight",
+    "text_encoder.text_model.final_layer_norm.bias",
+} | {
+    f"text_encoder.text_model.encoder.layers.{i}.{part}.{kind}"
+    for i in (0, 1)
+    for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "layer_norm1",
+                 "layer_norm2", "mlp.fc1", "mlp.fc2")
+    for kind in ("weight", "bias")
+}
+
+
+def official_text_key(module_key: str) -> str:
+    """The checkpoint key of a key of the installed CLIPTextModel (transformers 4.x or 5.x)."""
+    return "text_encoder." + ("" if module_key.startswith("text_model.") else "text_model.") + module_key
+
+
 def reference_state(path: str) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
@@ -61,15 +82,79 @@ def test_official_checkpoint_loads_strictly_into_every_module(files):
     model = load_model(files["ckpt"], files["base"])
     state = reference_state(files["ckpt"])
     for prefix, module in (("base_model.", model.unet), ("unet.", model.cam), ("resampler.", model.resampler),
-                           ("image_encoder.model.", model.image_encoder), ("text_encoder.", model.text_encoder),
-                           ("vae.", model.vae)):
+                           ("image_encoder.model.", model.image_encoder), ("vae.", model.vae)):
         for key, value in module.state_dict().items():
             assert torch.equal(value, state[prefix + key]), prefix + key
+    for key, value in model.text_encoder.state_dict().items():
+        assert torch.equal(value, state[official_text_key(key)]), key
     assert all(p.device.type == "cpu" for p in model.unet.parameters())
     assert all(float(a.alpha) != 0 for a in model.unet.apm_layers())  # trained APM weights really arrived
     from_file = load_model(files["ckpt"], files["base"], files["clip"])  # image encoder from models/open_clip
     assert all(torch.equal(a, b) for a, b in zip(from_file.image_encoder.state_dict().values(),
                                                   model.image_encoder.state_dict().values()))
+
+
+def test_tiny_checkpoint_names_the_text_encoder_as_the_official_one(files):
+    state = reference_state(files["ckpt"])
+    assert {k for k in state if k.startswith("text_encoder.")} == OFFICIAL_TEXT_KEYS
+    from safetensors.torch import load_file
+
+    folder = load_file(os.path.join(files["base"], "text_encoder", "model.safetensors"))  # the ModelScope repo's layout
+    assert {"text_encoder." + k for k in folder} == OFFICIAL_TEXT_KEYS
+
+
+def test_official_text_encoder_keys_load_strictly_and_change_the_weights(files, tmp_path):
+    """Fixed official names (not the installed library's) load strictly; the checkpoint's weights win over the folder's."""
+    base_text = load_model(files["ckpt"], files["base"]).text_encoder.state_dict()
+
+    def official_text(state):
+        for key in [k for k in state if k.startswith("text_encoder.")]:
+            del state[key]
+        generator = torch.Generator().manual_seed(3)
+        for key in sorted(OFFICIAL_TEXT_KEYS):
+            shape = next(v.shape for k, v in base_text.items() if official_text_key(k) == key)
+            state[key] = torch.randn(shape, generator=generator)
+        state["text_encoder.text_model.embeddings.position_ids"] = torch.arange(77)[None]  # older transformers kept it
+
+    path = write_variant(tmp_path, "official_text.ckpt", official_text)
+    model = load_model(path, files["base"])
+    state = reference_state(path)
+    for key, value in model.text_encoder.state_dict().items():
+        assert torch.equal(value, state[official_text_key(key)]), key
+
+
+def test_text_encoder_keys_are_checked_strictly_after_renaming(files, tmp_path):
+    def without_level(state):  # what a converter run under transformers 5 would write: loads too
+        for key in [k for k in state if k.startswith("text_encoder.text_model.")]:
+            state["text_encoder." + key[len("text_encoder.text_model."):]] = state.pop(key)
+
+    def one_misnamed(state):
+        state["text_encoder.text_model.final_layer_norm.gain"] = state.pop("text_encoder.text_model.final_layer_norm.weight")
+
+    def mixed(state):
+        state["text_encoder.final_layer_norm.bias"] = state.pop("text_encoder.text_model.final_layer_norm.bias")
+
+    def with_base(state):
+        state.update(tiny.official_state_dict(TINY, files["base"]))
+
+    load_model(write_variant(tmp_path, "v5.ckpt", lambda s: (with_base(s), without_level(s))), files["base"])
+    for name, change, report in (("misnamed", one_misnamed, "1 missing key.*final_layer_norm.weight.*1 unexpected"),
+                                 ("mixed", mixed, "35 missing key.*35 unexpected")):  # renamed all or none: refused
+        path = write_variant(tmp_path, f"{name}.ckpt", lambda s, change=change: (with_base(s), change(s)))
+        with pytest.raises(CheckpointError, match=f"text encoder: {report}"):
+            load_model(path, files["base"])
+
+
+@pytest.mark.parametrize("installed_has_level", [True, False])  # transformers 4.x / 5.x
+def test_text_model_level_is_matched_for_either_transformers(installed_has_level):
+    official = {"text_model.embeddings.token_embedding.weight": "text_encoder.text_model.embeddings.token_embedding.weight",
+                "text_model.final_layer_norm.bias": "text_encoder.text_model.final_layer_norm.bias"}
+    v5 = {"embeddings.token_embedding.weight": "text_encoder.embeddings.token_embedding.weight",
+          "final_layer_norm.bias": "text_encoder.final_layer_norm.bias"}
+    expected = list(official) if installed_has_level else list(v5)
+    for file_keys in (official, v5):
+        renamed = checkpoint.match_text_model_level(file_keys, expected)
+        assert sorted(renamed) == sorted(expected) and sorted(renamed.values()) == sorted(file_keys.values())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -51,6 +51,8 @@ COMPONENT_NAMES = {
 # Components the converter keeps (text encoder and VAE are frozen copies of the ModelScope repo's).
 CONVERTED = ("unet", "cam", "resampler", "image_encoder")
 CONFIG_METADATA = "streaming_t2v_config"
+# transformers 4.x's CLIPTextModel (which saved the official checkpoint) nests its weights under this; 5.x does not.
+TEXT_MODEL_LEVEL = "text_model."
 HUB_FILE = "https://huggingface.co/PAIR/StreamingT2V/blob/main/streaming_t2v.ckpt"
 
 SAFETENSORS_DTYPES = {
@@ -203,6 +205,22 @@ class WeightFile:
         return split
 
 
+def match_text_model_level(keys: Mapping[str, str], expected: Iterable[str]) -> dict[str, str]:
+    """Text-encoder keys renamed to the installed ``CLIPTextModel``'s layout (the one key resolver for it).
+
+    The official checkpoint has ``text_encoder.text_model.encoder...``; under transformers 5 the module
+    expects ``encoder...``. The level is added to or removed from every key or from none, so the strict
+    comparison that follows still reports any other difference.
+    """
+    expected = list(expected)
+    wants = any(k.startswith(TEXT_MODEL_LEVEL) for k in expected)
+    if keys and all(k.startswith(TEXT_MODEL_LEVEL) for k in keys) and not wants:
+        return {k[len(TEXT_MODEL_LEVEL):]: full for k, full in keys.items()}
+    if keys and wants and not any(k.startswith(TEXT_MODEL_LEVEL) for k in keys):
+        return {TEXT_MODEL_LEVEL + k: full for k, full in keys.items()}
+    return dict(keys)
+
+
 def expected_shapes(module: torch.nn.Module) -> dict[str, tuple]:
     """The shape of every entry in ``module``'s state dict."""
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
@@ -215,6 +233,8 @@ def load_component(module: torch.nn.Module, weights: WeightFile, component: str,
     With ``assign`` the module may live on the meta device: tensors are taken over (cast to ``dtype``).
     """
     keys = weights.component_keys().get(component, {})
+    if component == "text_encoder":
+        keys = match_text_model_level(keys, module.state_dict())
     found = {k: weights.shape(full) for k, full in keys.items()}
     report = compare_keys(component, expected_shapes(module), found, ignorable)
     if not report.ok:

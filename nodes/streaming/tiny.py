@@ -3,7 +3,9 @@
 - ``streaming_t2v/streaming_t2v.ckpt``: a Lightning checkpoint like the official one (``state_dict`` with
   every official prefix, plus ``epoch``, ``optimizer_states`` and other bookkeeping) and its tiny config
   beside it in ``streaming_t2v.json``;
-- ``zeroscope/text-to-video-ms-1.7b``: a tiny ModelScope folder (text encoder, tokenizer, VAE, scheduler);
+- ``zeroscope/text-to-video-ms-1.7b``: a tiny ModelScope folder (UNet, text encoder, tokenizer, VAE, scheduler),
+  a first-stage model too; the text encoder's weights carry the released (transformers 4.x) names, here and in
+  the checkpoint's ``text_encoder.`` part;
 - ``open_clip/open_clip_pytorch_model.bin``: a tiny OpenCLIP state dict (image tower + text leftovers).
 """
 
@@ -14,7 +16,7 @@ import os
 import torch
 
 from ..common.models import claim_tiny_path
-from ..zeroscope.tiny import save_tiny_model
+from ..zeroscope.tiny import clip_text_keys, save_tiny_model
 from .config import BASE_FOLDER, CHECKPOINT_FILE, TINY, StreamingConfig
 from .model import build_modules
 
@@ -73,9 +75,13 @@ def official_state_dict(config: StreamingConfig, base_folder: str | None, seed: 
              ("image_encoder.model.", {**encoder.state_dict(), **open_clip_leftovers(config)}))
     if base_folder is not None:
         from diffusers import AutoencoderKL
-        from transformers import CLIPTextModel
+        from safetensors.torch import load_file
 
-        parts += (("text_encoder.", CLIPTextModel.from_pretrained(os.path.join(base_folder, "text_encoder")).state_dict()),
+        text = load_file(os.path.join(base_folder, "text_encoder", "model.safetensors"))
+        layers = sum(k.endswith("layer_norm1.weight") for k in text)
+        if sorted(text) != sorted(clip_text_keys(layers)):
+            raise RuntimeError(f"{base_folder}: the text encoder is not saved under the released key names.")
+        parts += (("text_encoder.", text),  # the official names (transformers 4.x), whatever transformers is installed
                   ("vae.", AutoencoderKL.from_pretrained(base_folder, subfolder="vae").state_dict()))
     for prefix, tensors in parts:
         state.update({prefix + k: v.detach().clone().contiguous() for k, v in tensors.items()})

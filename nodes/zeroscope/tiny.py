@@ -10,6 +10,40 @@ import torch
 from ..common.models import claim_tiny_path
 
 NAMES = ("zeroscope_v2_576w", "zeroscope_v2_XL")
+CLIP_TEXT_LAYER_PARTS = ("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "layer_norm1",
+                         "mlp.fc1", "mlp.fc2", "layer_norm2")
+
+
+def clip_text_keys(layers: int) -> list[str]:
+    """The text encoder's weight names in the released files, as fixed strings.
+
+    The ModelScope / Zeroscope repositories' ``text_encoder/model.safetensors`` and the StreamingT2V checkpoint's
+    ``text_encoder.`` part were written by transformers 4.x, whose ``CLIPTextModel`` has a ``text_model.`` level
+    (transformers 5 has not, and maps these names when it loads a folder).
+    """
+    keys = ["text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight"]
+    for i in range(layers):
+        for part in CLIP_TEXT_LAYER_PARTS:
+            keys += [f"text_model.encoder.layers.{i}.{part}.weight", f"text_model.encoder.layers.{i}.{part}.bias"]
+    return keys + ["text_model.final_layer_norm.weight", "text_model.final_layer_norm.bias"]
+
+
+def save_text_encoder(model, folder: str) -> None:
+    """Save a ``CLIPTextModel`` as the released repositories have it: config plus weights under :func:`clip_text_keys`."""
+    from safetensors.torch import save_file
+
+    model.save_pretrained(folder)
+    state = model.state_dict()
+    official = clip_text_keys(model.config.num_hidden_layers)
+    level = "text_model."
+    installed = {key: key if key in state else key[len(level):] for key in official}
+    if sorted(installed.values()) != sorted(state):
+        raise RuntimeError(f"CLIPTextModel's weights are not the released layout: {sorted(set(state) ^ set(installed.values()))}")
+    for name in os.listdir(folder):
+        if name.endswith((".safetensors", ".bin")) or name.endswith(".index.json"):
+            os.remove(os.path.join(folder, name))
+    save_file({key: state[installed[key]].contiguous() for key in official}, os.path.join(folder, "model.safetensors"),
+              metadata={"format": "pt"})
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -78,7 +112,7 @@ def save_tiny_model(folder: str, seed: int = 0) -> str:
         sample_size=64,
         scaling_factor=0.18215,
     ).save_pretrained(os.path.join(folder, "vae"))
-    CLIPTextModel(
+    save_text_encoder(CLIPTextModel(
         CLIPTextConfig(
             vocab_size=vocab,
             hidden_size=32,
@@ -91,7 +125,7 @@ def save_tiny_model(folder: str, seed: int = 0) -> str:
             pad_token_id=vocab - 1,
             hidden_act="gelu",
         )
-    ).save_pretrained(os.path.join(folder, "text_encoder"))
+    ), os.path.join(folder, "text_encoder"))
     DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
