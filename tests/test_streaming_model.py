@@ -3,8 +3,10 @@ identity, CAM and APM wiring, guidance (design note §10.1, 3-6)."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet3DConditionModel
@@ -98,6 +100,52 @@ def open_clip_vit_h14_schema() -> dict[str, tuple]:
                     r + "mlp.c_fc.weight": (5120, 1280), r + "mlp.c_fc.bias": (5120,),
                     r + "mlp.c_proj.weight": (1280, 5120), r + "mlp.c_proj.bias": (1280,)})
     return vit
+
+
+def _kornia_resize_reference(image: np.ndarray, size: int) -> np.ndarray:
+    """kornia.geometry.resize(bicubic, align_corners=True, antialias=True) of ``[H, W]``, written out in numpy:
+    a 3-tap Gaussian blur of sigma (scale - 1) / 2 with reflected borders, then Keys' cubic (a = -0.75) with
+    the corner pixels aligned and clamped borders."""
+    def blur(x, sigma):  # along axis 0
+        w = np.exp(-np.array([1.0, 0.0, 1.0]) ** 2 / (2 * sigma**2))
+        w /= w.sum()
+        padded = np.concatenate([x[1:2], x, x[-2:-1]])
+        return w[0] * padded[:-2] + w[1] * padded[1:-1] + w[2] * padded[2:]
+
+    def cubic(d):
+        d, a = abs(d), -0.75
+        return (a + 2) * d**3 - (a + 3) * d**2 + 1 if d <= 1 else (a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a if d < 2 else 0.0)
+
+    def resize(x, out):  # along axis 0
+        n = x.shape[0]
+        rows = []
+        for j in range(out):
+            src = j * (n - 1) / (out - 1)
+            i = int(np.floor(src))
+            rows.append(sum(cubic(src - i - k) * x[min(max(i + k, 0), n - 1)] for k in (-1, 0, 1, 2)))
+        return np.stack(rows)
+
+    x = image.astype(np.float64)
+    for _ in range(2):  # rows, then columns
+        x = resize(blur(x, (x.shape[0] / size - 1) / 2), size).T
+    return x
+
+
+def test_clip_preprocessing_is_the_official_kornia_resize_without_clamp():
+    """256 -> 224 in the official model; here the same ratio, 16 -> 14."""
+    encoder = OpenCLIPImageEncoder(dataclasses.replace(TINY, image_size=14, patch_size=7))
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
+    step = torch.cat([-torch.ones(16, 8), torch.ones(16, 8)], dim=1).expand(1, 3, 16, 16)  # a hard edge
+    out = encoder.preprocess(step)[0].double().numpy()
+    # Keys' cubic at the edge, by hand: output column 6 samples x = 6.923 -> -1.09831589 (overshoot, kept)
+    for column, value in ((5, -1.0), (6, -1.09831589), (7, 1.09831589), (8, 1.0)):
+        np.testing.assert_allclose(out[:, 3, column], ((value + 1) / 2 - mean) / std, atol=1e-5)
+    frames = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2
+    got = encoder.preprocess(frames).double().numpy()
+    for n in range(2):
+        for c in range(3):
+            expected = ((_kornia_resize_reference(frames[n, c].double().numpy(), 14) + 1) / 2 - mean[c]) / std[c]
+            np.testing.assert_allclose(got[n, c], expected, atol=2e-5)
 
 
 def test_extension_unet_keys_are_the_official_ones(official_modules):

@@ -95,12 +95,18 @@ class OpenCLIPImageEncoder(nn.Module):
         return not key.startswith("visual.") and key.startswith(cls.UNUSED_KEYS)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[N, 3, H, W]`` in [-1, 1] -> CLIP input: bicubic antialiased resize, [0, 1], CLIP normalisation."""
+        """``[N, 3, H, W]`` in [-1, 1] -> CLIP input, as the official code: resize, [0, 1], CLIP normalisation.
+
+        The official resize is kornia's bicubic with ``align_corners=True`` and antialiasing on. Kornia's
+        antialiasing is a Gaussian blur of sigma ``(scale - 1) / 2`` with a 3-tap kernel, which at 256 -> 224
+        (sigma 0.07) weighs the neighbours by e^-98: plain bicubic without antialiasing. Bicubic overshoot past
+        [-1, 1] is kept (no clamp), as there.
+        """
         size = self.visual.image_size
         x = frames.float()
         if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True, antialias=True)
-        x = (x.clamp(-1, 1) + 1) / 2
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True)
+        x = (x + 1) / 2
         mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
