@@ -230,7 +230,7 @@ def test_chroma_finds_the_pitch_class():
 
 def test_stereo_models_decode_left_and_right(tmp_path):
     """musicgen-stereo-* interleave left/right codebooks (8, delays 0,0,1,1,...); built here, not in models/."""
-    from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Tokenizer
+    from transformers import AutoTokenizer, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
 
     from comfyui_webtv.nodes.music import tiny
 
@@ -242,7 +242,7 @@ def test_stereo_models_decode_left_and_right(tmp_path):
         MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(), decoder=MusicgenDecoderConfig(**decoder).to_dict())
     ).eval()
     tiny.fill_codebooks(net.audio_encoder)
-    model = backends.TransformersMusicGen("stereo", str(tmp_path), net, T5Tokenizer.from_pretrained(str(tmp_path)))
+    model = backends.TransformersMusicGen("stereo", str(tmp_path), net, AutoTokenizer.from_pretrained(str(tmp_path)))
     windows = []
     wave = generate.generate_music(model, ["x"], 4000, sampling.Sampling(), 0, on_window=lambda s, e, c: windows.append(c))
     assert wave.shape == (1, 2, 4000) and windows[0].shape == (1, 8, 7)

@@ -65,6 +65,12 @@ class MusicModel:
         raise NotImplementedError
 
 
+def cache_keyword(module: torch.nn.Module) -> str:
+    """The name ``module.forward`` takes (and returns) its KV cache by: ``cache`` from transformers 5.x on,
+    ``past_key_values`` before (5.x still accepts that through a shim that logs a deprecation)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 class TransformersMusicGen(MusicModel):
     """A transformers MusicGen or MusicGen Melody with its T5 tokenizer."""
 
@@ -132,19 +138,20 @@ class TransformersMusicGen(MusicModel):
     def _forward(self, condition):
         """The decoder run incrementally, with logits for the last position only (a prompt's are never needed)."""
         body, heads = self.model.decoder.model, self.model.decoder.lm_heads
+        named = cache_keyword(body)
 
         def forward(ids, cache):
             flat = ids.reshape(-1, ids.shape[-1])
             if self.supports_melody:  # the conditioning is a prefix, consumed into the cache on the first call
                 prefix = condition["prefix"] if cache is None else None
-                out = body(input_ids=flat, encoder_hidden_states=prefix, past_key_values=cache, use_cache=True)
+                out = body(input_ids=flat, encoder_hidden_states=prefix, use_cache=True, **{named: cache})
             else:
                 out = body(
                     input_ids=flat, encoder_hidden_states=condition["states"],
-                    encoder_attention_mask=condition["mask"], past_key_values=cache, use_cache=True,
+                    encoder_attention_mask=condition["mask"], use_cache=True, **{named: cache},
                 )
             last = out.last_hidden_state[:, -1]
-            return torch.stack([head(last) for head in heads], dim=1), out.past_key_values
+            return torch.stack([head(last) for head in heads], dim=1), getattr(out, named)
 
         return forward
 
@@ -155,7 +162,7 @@ class TransformersMusicGen(MusicModel):
 
     @torch.no_grad()
     def decode(self, codes):
-        codec = self.model.audio_encoder
+        codec = self.model.audio_encoder  # fp32 whatever the language model's dtype (see loader)
         codes = codes.to(self.device)
         scales = [None] * codes.shape[0]
         if self.audio_channels == 2:  # stereo models interleave left and right codebooks

@@ -21,6 +21,7 @@ import torch
 
 from .. import host
 from ..common import hub, models
+from ..common.compat import pretrained_dtype
 from .backends import AudiocraftMusicGen, MusicModel, TransformersMusicGen
 
 LICENSE = "CC-BY-NC-4.0"
@@ -112,6 +113,13 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.float16 if choice == "auto" else DTYPES[choice]
 
 
+def _codec_in_fp32(cls: type) -> type:
+    """``cls`` that loads EnCodec (``audio_encoder``) in fp32 whatever ``dtype`` the rest gets: audiocraft
+    decodes in fp32, its fp16 autocast covers only the language model."""
+    keep = ["audio_encoder"]
+    return type(cls.__name__, (cls,), {"_keep_in_fp32_modules": keep, "_keep_in_fp32_modules_strict": keep})
+
+
 def load_transformers(folder: str, dtype: torch.dtype = torch.float32) -> TransformersMusicGen:
     """A transformers MusicGen (or MusicGen Melody) and its tokenizer from a Hugging Face folder."""
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
@@ -121,7 +129,9 @@ def load_transformers(folder: str, dtype: torch.dtype = torch.float32) -> Transf
     classes = {"musicgen": MusicgenForConditionalGeneration, "musicgen_melody": MusicgenMelodyForConditionalGeneration}
     if model_type not in classes:
         raise ValueError(f"model_name: {folder}/config.json has model_type {model_type!r}; expected musicgen or musicgen_melody.")
-    model = classes[model_type].from_pretrained(folder, dtype=dtype).eval().requires_grad_(False)
+    model = _codec_in_fp32(classes[model_type]).from_pretrained(folder, **pretrained_dtype(dtype))
+    model.audio_encoder.float()  # where a transformers release kept it in `dtype` (bf16 before 5.x)
+    model.eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     chroma_config = None
     preprocessor = os.path.join(folder, "preprocessor_config.json")

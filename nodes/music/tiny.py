@@ -28,9 +28,14 @@ _PHRASES = [
 
 
 def write_tokenizer(folder: str) -> int:
-    """A T5 tokenizer folder (``spiece.model``, ``tokenizer.json``, ``tokenizer_config.json``); returns its size."""
+    """A T5 tokenizer folder (``spiece.model``, ``tokenizer.json``, ``tokenizer_config.json``); returns its size.
+
+    The fast tokenizer is assembled as transformers converts T5's SentencePiece model (Metaspace
+    pre-tokenizer, Unigram, ``</s>`` appended), which every transformers release can save and load.
+    """
     import sentencepiece
-    from transformers import T5Tokenizer
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
 
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
@@ -43,7 +48,17 @@ def write_tokenizer(folder: str) -> int:
         f.write(model.getvalue())
     pieces = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
     vocab = [(pieces.id_to_piece(i), pieces.get_score(i)) for i in range(pieces.get_piece_size())]
-    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(folder)
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")]
+    )
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    T5TokenizerFast(
+        tokenizer_object=tokenizer, extra_ids=0, model_max_length=512, eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    ).save_pretrained(folder)
     return len(vocab)
 
 
