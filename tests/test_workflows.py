@@ -28,6 +28,15 @@ def _ids(files):
     return [os.path.basename(f) for f in files]
 
 
+def _skip_foreign(path: str) -> None:
+    """Skip a workflow that uses nodes outside the pack (core video nodes): the real-ComfyUI suite runs it."""
+    data = wx.load(path)
+    types = {n["type"] for n in data["nodes"]} if "nodes" in data else {n["class_type"] for n in data.values()}
+    foreign = sorted(types - set(NODE_CLASS_MAPPINGS) - FRONTEND_ONLY)
+    if foreign:
+        pytest.skip(f"uses nodes outside the pack ({', '.join(foreign)}): tests/test_comfyui_real.py runs it in ComfyUI")
+
+
 def widgets_of(class_type: str) -> list[tuple[str, tuple]]:
     """The node's widgets in the order the frontend serialises them, control widgets included."""
     spec = NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()
@@ -57,6 +66,7 @@ def _matches(value, entry) -> bool:
 
 @pytest.mark.parametrize("path", UI_FILES, ids=_ids(UI_FILES))
 def test_ui_workflow_matches_node_definitions(path):
+    _skip_foreign(path)
     ui = wx.load(path)
     assert ui.get("version") == 0.4 and {"nodes", "links", "last_node_id", "last_link_id"} <= set(ui)
     nodes = {n["id"]: n for n in ui["nodes"]}
@@ -78,14 +88,15 @@ def test_ui_workflow_matches_node_definitions(path):
         spec = NODE_CLASS_MAPPINGS[nodes[dst]["type"]].INPUT_TYPES()
         declared = {**spec.get("required", {}), **spec.get("optional", {})}[dst_input["name"]][0]
         assert dst_input["link"] == link_id and link_id in nodes[src]["outputs"][src_slot]["links"]
-        assert kind == out_type == dst_input["type"], f"link {link_id}: {out_type} -> {dst_input['type']} ({kind})"
-        assert declared == out_type or "*" in (declared, out_type), f"link {link_id}: {out_type} into {declared}"
+        assert kind == out_type and out_type in dst_input["type"].split(","), f"link {link_id}: {out_type} -> {dst_input['type']} ({kind})"
+        assert out_type in declared.split(",") or "*" in (declared, out_type), f"link {link_id}: {out_type} into {declared}"
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=_ids(UI_FILES))
 def test_ui_and_api_twins_describe_the_same_graph(path):
     from comfyui_webtv.workflow.format import ui_to_api
 
+    _skip_foreign(path)
     twin = path[: -len(".json")] + "_api.json"
     assert os.path.exists(twin), f"{os.path.basename(path)} has no API twin"
     strip = lambda api: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
@@ -104,6 +115,7 @@ def _capped(api: dict) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", API_FILES, ids=_ids(API_FILES))
 def test_api_workflow_runs_on_tiny_models(path, tiny_env):
+    _skip_foreign(path)
     try:
         results = wx.run(_capped(wx.load(path)), extra_pnginfo={"workflow": {"source": os.path.basename(path)}})
     finally:
