@@ -50,7 +50,7 @@ def test_bookkeeping(model, monkeypatch):
     init = clip()
     out = extend(model, init, "a red car", "blurry", total_frames=37, steps=1, seed=3, anchor_index=5)
     assert out.shape == (37, R, R, 3)
-    assert torch.equal(out[:16], fit_square(init, R, "stretch"))
+    assert torch.equal(out[:16], fit_square(init, R, "crop"))
     assert len(denoised) == 3 and [d.shape[2] for d in decoded] == [8, 8, 5]
     positions = [16, 24, 32]
     for i, position in enumerate(positions):
@@ -58,7 +58,7 @@ def test_bookkeeping(model, monkeypatch):
         assert torch.equal(controls[i][:8], expected) and torch.equal(controls[i][8:], expected)  # both CFG branches
         assert torch.equal(decoded[i], denoised[i][:, :, 8 : 8 + decoded[i].shape[2]])  # kept frames: window[8:]
     assert len(anchors) == 1  # the anchor's tokens are computed once and stay constant
-    anchor = fit_square(init[5:6], R, "stretch").permute(0, 3, 1, 2) * 2 - 1
+    anchor = fit_square(init[5:6], R, "crop").permute(0, 3, 1, 2) * 2 - 1
     assert torch.equal(anchors[0][0:1], anchor) and torch.equal(anchors[0][1:], torch.zeros_like(anchor))
 
 
@@ -70,7 +70,7 @@ def test_same_seed_same_video_and_fewer_frames_per_step(model):
     assert a.shape[0] == 20 and torch.equal(a, b) and not torch.equal(a, c)
     assert torch.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
     short = extend(model, init, "waves", total_frames=6, steps=1)  # no extension: the clip, cut
-    assert torch.equal(short, fit_square(init[:6], R, "stretch"))
+    assert torch.equal(short, fit_square(init[:6], R, "crop"))
 
 
 def test_decoding_kept_frames_equals_decoding_all_then_slicing(model):
@@ -91,3 +91,14 @@ def test_bad_input(model):
         extend(model, clip(16), "x", total_frames=24, anchor_index=16)
     with pytest.raises(ValueError, match="frames_per_step: must be 1 to 8"):
         extend(model, clip(16), "x", total_frames=24, frames_per_step=9)
+
+
+def test_square_fits():
+    wide = torch.rand(2, 18, 32, 3, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    padded = fit_square(wide, 32, "pad")  # 32 x 18 picture centred, black bars above and below
+    assert padded.shape == (2, 32, 32, 3) and padded[:, :7].max() == 0 and padded[:, 25:].max() == 0
+    assert torch.equal(padded[:, 7:25], wide)
+    cropped = fit_square(wide, 18, "crop")  # the centre 18 x 18 square, no resize needed
+    assert torch.equal(cropped, wide[:, :, 7:25])
+    with pytest.raises(ValueError, match="fit: must be one of crop, pad, stretch"):
+        fit_square(wide, 32, "squash")

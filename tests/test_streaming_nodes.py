@@ -26,6 +26,21 @@ def test_schema():
                     assert options["control_after_generate"] is True
 
 
+def _extend_args(model, frames, **change):
+    args = dict(model=model, frames=frames, prompt="a boat", negative_prompt="", total_frames=28, steps=2, guidance=7.5,
+                eta=1.0, seed=3, anchor_index=0, frames_per_step=8, fit="crop", sequential_guidance=False,
+                offload_components=False)
+    args.update(change)
+    return args
+
+
+def _enhance_args(model, frames, **change):
+    args = dict(model=model, frames=frames, prompt="a boat", negative_prompt="", seed=1, strength=0.5, steps=4,
+                guidance=7.5, chunk_length=8, overlap=4, width=64, height=48, fit="stretch", length_mode="trim")
+    args.update(change)
+    return args
+
+
 def test_tiny_end_to_end(tiny_env):
     loader_spec = nodes.StreamingT2VLoader.INPUT_TYPES()["required"]
     assert "streaming_t2v.ckpt" in loader_spec["checkpoint"][0]
@@ -34,25 +49,63 @@ def test_tiny_end_to_end(tiny_env):
     updates = []
     remove = host.add_progress_listener(lambda value, total: updates.append((value, total)))
     clip = torch.rand(12, 40, 72, 3, generator=torch.Generator().manual_seed(0))
-    (long,) = nodes.StreamingT2VExtend().extend(model, clip, "a boat", "", 28, 2, 7.5, 1.0, 3, 0, 8, "crop", True, True)
+    (long,) = nodes.StreamingT2VExtend().extend(**_extend_args(model, clip, sequential_guidance=True, offload_components=True))
     remove()
     assert long.shape == (28, TINY.resolution, TINY.resolution, 3) and 0 <= long.min() and long.max() <= 1
     assert updates[-1] == (4, 4)  # 2 chunks x 2 steps
     (xl,) = ZeroscopeLoader().load("zeroscope_v2_XL", "auto", False)
-    (enhanced,) = nodes.RandomizedBlendingEnhance().enhance(xl, long, "a boat", "", 1, 0.5, 4, 7.5, 8, 4, 64, 48, "stretch", "trim")
+    (enhanced,) = nodes.RandomizedBlendingEnhance().enhance(**_enhance_args(xl, long))
     assert enhanced.shape == (28, 48, 64, 3) and torch.isfinite(enhanced).all()
+    (kept,) = nodes.RandomizedBlendingEnhance().enhance(**_enhance_args(xl, long, fit="pad, crop back", length_mode="pad"))
+    assert kept.shape == (28, 48, 48, 3)  # square in, square out: the bars are cropped off again
     stop = host.add_progress_listener(lambda value, total: host.request_interrupt())
     try:
         with pytest.raises(host.Interrupted):  # every progress update is an interrupt point
-            nodes.StreamingT2VExtend().extend(model, clip, "a boat", "", 200, 2, 7.5, 1.0, 3, 0, 8, "crop", False, False)
+            nodes.StreamingT2VExtend().extend(**_extend_args(model, clip, total_frames=200))
     finally:
         stop()
-    with pytest.raises(ValueError, match="prompt: is empty"):
-        nodes.StreamingT2VExtend().extend(model, clip, " ", "", 28, 2, 7.5, 1.0, 3, 0, 8, "crop", False, False)
-    with pytest.raises(ValueError, match="frames: needs at least 8"):
-        nodes.StreamingT2VExtend().extend(model, clip[:5], "x", "", 28, 2, 7.5, 1.0, 3, 0, 8, "crop", False, False)
     with pytest.raises(ValueError, match="fewer than chunk_length 24"):
-        nodes.RandomizedBlendingEnhance().enhance(xl, long[:20], "x", "", 1, 0.5, 4, 7.5, 24, 8, 64, 48, "stretch", "trim")
+        nodes.RandomizedBlendingEnhance().enhance(**_enhance_args(xl, long[:20], chunk_length=24, overlap=8))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"prompt": " "}, "prompt: is empty"),
+    ({"frames": torch.rand(5, 32, 32, 3)}, "frames: needs at least 8"),
+    ({"steps": 0}, "steps: must be at least 1"),
+    ({"total_frames": float("nan")}, "total_frames: nan is not a whole number"),
+    ({"frames_per_step": 0}, "frames_per_step: must be at least 1"),
+    ({"guidance": float("nan")}, "guidance: must be a finite number"),
+    ({"eta": float("inf")}, "eta: must be a finite number"),
+    ({"seed": 2**64}, "seed: must be at most"),
+    ({"anchor_guidance": float("nan")}, "anchor_guidance: must be a finite number"),
+    ({"fit": "squash"}, "fit: must be one of crop, pad, stretch"),
+])
+def test_extend_bad_input(tiny_env, change, message):
+    (model,) = nodes.StreamingT2VLoader().load("streaming_t2v.ckpt", "text-to-video-ms-1.7b", "from checkpoint", "auto")
+    with pytest.raises(ValueError, match=message):
+        nodes.StreamingT2VExtend().extend(**{**_extend_args(model, torch.rand(12, 32, 32, 3)), **change})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"chunk_length": 0}, "chunk_length: must be at least 1"),
+    ({"overlap": 8}, "overlap: must be 0 to chunk_length - 1"),
+    ({"strength": float("nan")}, "strength: must be a finite number"),
+    ({"steps": 0}, "steps: must be at least 1"),
+    ({"guidance": float("nan")}, "guidance: must be a finite number"),
+    ({"seed": 2**64}, "seed: must be at most"),
+    ({"width": 60}, "width: 60 is not a multiple of 8"),
+])
+def test_enhance_bad_input(tiny_env, change, message):
+    (xl,) = ZeroscopeLoader().load("zeroscope_v2_XL", "auto", False)
+    with pytest.raises(ValueError, match=message):
+        nodes.RandomizedBlendingEnhance().enhance(**{**_enhance_args(xl, torch.rand(12, 32, 32, 3)), **change})
+
+
+def test_enhance_takes_the_largest_seed(tiny_env):
+    (xl,) = ZeroscopeLoader().load("zeroscope_v2_XL", "auto", False)
+    frames = torch.rand(8, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    (out,) = nodes.RandomizedBlendingEnhance().enhance(**_enhance_args(xl, frames, seed=2**64 - 1, steps=2))
+    assert out.shape == (8, 48, 64, 3)
 
 
 def test_converter_node_and_command(tiny_env):

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields, replace
 CHECKPOINT_FILE = "streaming_t2v.ckpt"  # the official file name (PAIR/StreamingT2V)
 BASE_FOLDER = "text-to-video-ms-1.7b"  # ModelScope T2V folder in models/zeroscope
 FROM_CHECKPOINT = "from checkpoint"  # image encoder choice: the checkpoint's own OpenCLIP weights
+# How a clip reaches the model's square frames; stretching gives anamorphic frames CAM and APM never saw.
+SQUARE_FITS = ("crop", "pad", "stretch")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ import torch
 
 from ..common.frames import new_frames
 from ..common.models import on_device
+from ..diffusion.blending import fit_frames
 from ..diffusion.sampler import OnStep, Predict, decode_latents, denoise, resize_frames
+from .config import SQUARE_FITS
 from .model import StreamingT2VModel
 
 
@@ -30,12 +32,16 @@ class Branches:
 
 
 def fit_square(frames: torch.Tensor, size: int, fit: str) -> torch.Tensor:
-    """IMAGE frames to ``size x size``: ``stretch``, or ``crop`` (centre square first)."""
+    """IMAGE frames to ``size x size``: ``crop`` (centre square first), ``pad`` (black bars) or ``stretch``."""
+    if fit not in SQUARE_FITS:
+        raise ValueError(f"fit: must be one of {', '.join(SQUARE_FITS)}, got {fit!r}.")
     if fit == "crop":
         h, w = frames.shape[1:3]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         frames = frames[:, top : top + side, left : left + side]
+    if fit == "pad":
+        return fit_frames(frames, size, size, "pad")
     return resize_frames(frames, size, size)
 
 
@@ -118,7 +124,7 @@ def extend(
     seed: int = 33,
     anchor_index: int = 0,
     frames_per_step: int | None = None,
-    fit: str = "stretch",
+    fit: str = "crop",
     anchor_guidance: float | None = None,
     sequential_guidance: bool = False,
     offload_components: bool = False,

@@ -7,13 +7,14 @@ import os
 import torch
 
 from .. import host
+from ..common import checks
 from ..common.frames import check_image
 from ..common.models import on_device
 from ..diffusion import blending
 from ..diffusion.blending import FITS, LENGTH_MODES, RANGE_MODES, chunk_grid
 from ..diffusion.sampler import strength_step_count
 from ..zeroscope.nodes import MODEL_TYPE as ZEROSCOPE_MODEL
-from .config import BASE_FOLDER, CHECKPOINT_FILE as CHECKPOINT, FROM_CHECKPOINT
+from .config import BASE_FOLDER, CHECKPOINT_FILE as CHECKPOINT, FROM_CHECKPOINT, SQUARE_FITS
 
 MODEL_TYPE = "STREAMING_T2V_MODEL"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -23,6 +24,12 @@ def _check_prompt(prompt: str) -> str:
     if not prompt or not prompt.strip():
         raise ValueError("prompt: is empty; describe the video (subject, motion, camera, light).")
     return prompt.strip()
+
+
+def _check_sampling(seed, steps, guidance) -> None:
+    checks.seed("seed", seed)
+    checks.integer("steps", steps, low=1, high=1000)
+    checks.finite("guidance", guidance, low=1.0, high=100.0)
 
 
 def _progress(total: int):
@@ -131,7 +138,7 @@ class StreamingT2VExtend:
                 "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed; the same seed gives the same video on every device."}),
                 "anchor_index": ("INT", {"default": 0, "min": -4096, "max": 4096, "tooltip": "Which input frame is the appearance anchor (APM); 0 is the first, -1 the last."}),
                 "frames_per_step": ("INT", {"default": 8, "min": 1, "max": 8, "tooltip": "New frames kept per step; 8 as trained, fewer is slower but re-conditions more often."}),
-                "fit": (["stretch", "crop"], {"default": "stretch", "tooltip": "How non-square input becomes 256 x 256: stretch (undo it with a stretching enhancer) or centre crop."}),
+                "fit": (list(SQUARE_FITS), {"default": "crop", "tooltip": "How non-square input becomes 256 x 256: centre crop, pad (black bars) or stretch (anamorphic frames, which CAM and APM were not trained on)."}),
                 "sequential_guidance": ("BOOLEAN", {"default": False, "tooltip": "Run the guidance branches one at a time: less GPU memory, same result."}),
                 "offload_components": ("BOOLEAN", {"default": False, "tooltip": "Keep the text/image encoders and the VAE on the GPU only while they work."}),
             },
@@ -146,6 +153,12 @@ class StreamingT2VExtend:
 
         frames = check_image(frames, "frames", min_frames=model.config.control_frames)
         prompt = _check_prompt(prompt)
+        _check_sampling(seed, steps, guidance)
+        total_frames = checks.integer("total_frames", total_frames, low=1)
+        eta = checks.finite("eta", eta, low=0.0, high=1.0)
+        anchor_index = checks.integer("anchor_index", anchor_index)
+        frames_per_step = checks.integer("frames_per_step", frames_per_step, low=1)
+        anchor_guidance = checks.finite("anchor_guidance", anchor_guidance, low=-1.0, high=100.0)
         per_step = min(frames_per_step, model.config.new_frames_per_step)
         chunks = extension_steps(frames.shape[0], total_frames, per_step)
         resident = (model.unet, model.cam, model.resampler) if offload_components else model.modules()
@@ -187,7 +200,7 @@ class RandomizedBlendingEnhance:
                 "overlap": ("INT", {"default": 8, "min": 0, "max": 511, "tooltip": "Frames shared by neighbouring chunks, where the random cut falls; 0 gives independent chunks."}),
                 "width": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 8, "tooltip": "Output width, a multiple of 8 (Zeroscope XL: 1024)."}),
                 "height": ("INT", {"default": 576, "min": 64, "max": 4096, "step": 8, "tooltip": "Output height, a multiple of 8 (Zeroscope XL: 576)."}),
-                "fit": (list(FITS), {"default": "stretch", "tooltip": "How frames reach width x height: stretch, crop (fill), pad (black bars, as the official code), or pad and crop the bars off afterwards."}),
+                "fit": (list(FITS), {"default": "pad, crop back", "tooltip": "How frames reach width x height: stretch, crop (fill), pad (black bars, as the official code), or pad and crop the bars off afterwards (keeps the input's shape)."}),
                 "length_mode": (list(LENGTH_MODES), {"default": "trim", "tooltip": "Frames past the last full chunk: trim them (official: 240 -> 232 at 24/8) or pad the grid and keep every frame."}),
             },
             "optional": {
@@ -200,8 +213,13 @@ class RandomizedBlendingEnhance:
                 width, height, fit, length_mode, offset_range="code", eta=0.0):
         frames = check_image(frames, "frames")
         prompt = _check_prompt(prompt)
+        _check_sampling(seed, steps, guidance)
+        strength = checks.finite("strength", strength, low=0.0, high=1.0)
+        eta = checks.finite("eta", eta, low=0.0, high=1.0)
+        chunk_length = checks.integer("chunk_length", chunk_length, low=1)
+        overlap = checks.integer("overlap", overlap, low=0)
         for name, value in (("width", width), ("height", height)):
-            if value % 8:
+            if checks.integer(name, value, low=8) % 8:
                 raise ValueError(f"{name}: {value} is not a multiple of 8; use {round(value / 8) * 8}.")
         starts, _ = chunk_grid(frames.shape[0], chunk_length, overlap, length_mode)
         total = max(strength_step_count(steps, strength), 1) * len(starts)
