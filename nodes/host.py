@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import threading
 from typing import Callable
 
@@ -170,13 +171,22 @@ def managed_models() -> bool:
     return IN_COMFYUI
 
 
+class _Held(torch.nn.Module):
+    """What a ModelPatcher wraps: it sets ``device`` on its module, a read-only property on
+    transformers and diffusers models, so it gets this plain holder instead."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+
 def model_patcher(module: torch.nn.Module, on_unload: Callable[[], None] | None = None):
     """Wrap ``module`` in ComfyUI's ``CoreModelPatcher`` (``ModelPatcher`` where there is none), as core
     wraps its own networks; ``on_unload()`` runs when model management unloads it."""
     import comfy.model_patcher as mp
 
     cls = getattr(mp, "CoreModelPatcher", mp.ModelPatcher)  # looked up now: main.py may swap in the dynamic one
-    patcher = cls(module, load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device())
+    patcher = cls(_Held(module), load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device())
     if on_unload is not None:
         from comfy.patcher_extension import CallbacksMP
 
@@ -197,7 +207,7 @@ def loaded_modules() -> list[torch.nn.Module]:
     for loaded in list(_mm.current_loaded_models):
         patcher = loaded.model
         if patcher is not None:
-            found.append(patcher.model)
+            found.append(patcher.model.module if isinstance(patcher.model, _Held) else patcher.model)
     return found
 
 
@@ -260,6 +270,36 @@ class ProgressBar:
         for listener in list(_progress_listeners):
             listener(self.value, self.total)
         check_interrupt()
+
+
+# ---------------------------------------------------------------- core types
+
+class VideoFile:
+    """Standalone stand-in for core's VIDEO ``VideoFromFile``: a finished video file."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def get_stream_source(self) -> str:
+        """The file's path, as core's ``get_stream_source``."""
+        return self.path
+
+    def save_to(self, path: str, **_) -> None:
+        """Copy the file to ``path``, as core's ``save_to`` for an mp4."""
+        shutil.copyfile(self.path, path)
+
+
+def video_from_file(path: str):
+    """Core's VIDEO for a finished file (``VideoFromFile``); :class:`VideoFile` standalone or on a
+    ComfyUI without the VIDEO type."""
+    if IN_COMFYUI:
+        try:
+            from comfy_api.latest import InputImpl
+
+            return InputImpl.VideoFromFile(path)
+        except ImportError:
+            pass
+    return VideoFile(path)
 
 
 # ---------------------------------------------------------------- server and lifetime

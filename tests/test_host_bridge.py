@@ -26,15 +26,17 @@ def _broad_handlers(tree: ast.AST):
 
 
 def test_no_broad_except_swallows_a_cancel():
-    """ComfyUI 0.3.64's interrupt is an Exception: every broad handler re-raises it (host.is_interrupt) or
+    """ComfyUI 0.3.64's interrupt is an Exception: every broad handler in code that runs inside ComfyUI (the
+    nodes and the runner; not modules run as their own child process) re-raises it (host.is_interrupt) or
     re-raises whatever it caught."""
     offenders = []
-    for path in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True):
+    for path in glob.glob(os.path.join(ROOT, "nodes", "**", "*.py"), recursive=True) + glob.glob(os.path.join(ROOT, "workflow", "*.py")):
         rel = os.path.relpath(path, ROOT)
-        if rel.startswith(("tests", "benchmarks", ".venv")) or "/." in rel:
-            continue
         with open(path, encoding="utf-8") as f:
-            tree = ast.parse(f.read(), rel)
+            source = f.read()
+        if 'if __name__ == "__main__":' in source:
+            continue
+        tree = ast.parse(source, rel)
         for handler in _broad_handlers(tree):
             body = ast.Module(body=handler.body, type_ignores=[])
             reraises = any(isinstance(n, ast.Raise) and n.exc is None for n in handler.body)

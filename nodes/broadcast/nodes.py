@@ -7,6 +7,7 @@ import os
 from fractions import Fraction
 
 from .. import host
+from ..common.files import atomic_path
 from . import channel as channels
 from . import routes
 from .encoder import PRESETS, TUNES, Encoding
@@ -24,9 +25,9 @@ class SaveVideo:
     CATEGORY = "WebTV/Output"
     FUNCTION = "save"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("Absolute path of the saved mp4.",)
+    RETURN_TYPES = ("STRING", "VIDEO")
+    RETURN_NAMES = ("path", "video")
+    OUTPUT_TOOLTIPS = ("Absolute path of the saved mp4.", "The saved mp4 as ComfyUI's VIDEO, for core video nodes and other packs.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -55,13 +56,35 @@ class SaveVideo:
             metadata["workflow"] = json.dumps(extra_pnginfo["workflow"])
         write_mp4(images, path, fps, crf=crf, audio=audio, metadata=metadata)
         preview = {"filename": filename, "subfolder": subfolder, "type": "output", "format": "video/mp4"}
-        return {"ui": {"images": [preview], "animated": (True,)}, "result": (path,)}
+        return {"ui": {"images": [preview], "animated": (True,)}, "result": (path, host.video_from_file(path))}
 
 
 CHANNEL_TOOLTIP = "Channel name (letters, digits, '-' and '_'); one broadcast runs per name."
 
 
-def _clip_lines(clips: str, clip: str | None) -> list[str]:
+VIDEO_OR_PATH = "STRING,VIDEO"  # a clip slot takes a path or a VIDEO (core Load/Create Video, Save Video)
+
+
+def _clip_path(clip, input_name: str) -> str | None:
+    """A clip path from a path or a VIDEO: a finished file under the output folder is used as it is, any
+    other VIDEO (frames from Create Video, a file from Load Video) is first saved as WebTV/video_*.mp4."""
+    if clip is None or isinstance(clip, str):
+        return clip
+    if not callable(getattr(clip, "save_to", None)):
+        raise ValueError(f"{input_name}: expected a clip path or a VIDEO, got {type(clip).__name__}.")
+    source = clip.get_stream_source() if callable(getattr(clip, "get_stream_source", None)) else None
+    if isinstance(source, str) and os.path.isfile(source):
+        root, full = os.path.realpath(host.output_dir()), os.path.realpath(source)
+        if os.path.commonpath([root, full]) == root:
+            return full
+    path, _, _ = next_output_file("WebTV/video", "mp4")
+    with atomic_path(path) as part:
+        clip.save_to(part)
+    return path
+
+
+def _clip_lines(clips: str, clip) -> list[str]:
+    clip = _clip_path(clip, "clip")
     return clips.splitlines() + ([clip] if clip else [])
 
 
@@ -106,7 +129,7 @@ class FFConcatPlaylist:
                 "paths": (["relative", "absolute"], {"default": "relative", "tooltip": "Write clip paths relative to the playlist's folder (portable) or absolute."}),
             },
             "optional": {
-                "clip": ("STRING", {"forceInput": True, "tooltip": "One more clip, e.g. the path from Save Video; added after the listed clips."}),
+                "clip": (VIDEO_OR_PATH, {"forceInput": True, "tooltip": "One more clip, a path or a VIDEO (e.g. from Save Video or core Create Video); added after the listed clips."}),
             },
         }
 
@@ -150,9 +173,9 @@ class RTMPChannel:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "playlist": ("STRING", {"forceInput": True, "tooltip": "An ffconcat playlist under the output folder (from FFConcat Playlist)."}),
+                "playlist": (VIDEO_OR_PATH, {"forceInput": True, "tooltip": "An ffconcat playlist under the output folder (from FFConcat Playlist), or a VIDEO to broadcast alone (it is saved in WebTV/<channel>_video.ffconcat)."}),
                 "channel": ("STRING", {"default": "webtv", "tooltip": CHANNEL_TOOLTIP}),
-                "outputs": ("STRING", {"multiline": True, "default": "", "tooltip": "RTMP servers, one per line, e.g. rtmp://live.twitch.tv/app/${TWITCH_STREAM_KEY}. Write the stream key as ${VARIABLE} and set it in the environment (or VARIABLE_FILE naming a file): widget values are saved in workflows. Empty: local preview only."}),
+                "outputs": ("STRING", {"multiline": True, "default": "", "tooltip": "RTMP servers, one per line, e.g. rtmp://live.twitch.tv/app/${WEBTV_KEY_TWITCH}. Write the stream key as ${WEBTV_KEY_NAME} (or a name listed in WEBTV_STREAM_KEYS), only in the stream name or query, and set it in the environment (or WEBTV_KEY_NAME_FILE naming a file): widget values are saved in workflows. Empty: local preview only."}),
                 "local_preview": ("BOOLEAN", {"default": True, "tooltip": "Also write HLS under output/WebTV/live/<channel> and serve a player page on 127.0.0.1 (its address is in the status)."}),
                 "mode": (channels.MODES, {"default": "clips", "tooltip": "clips: continuous broadcast that picks up playlist changes at clip boundaries. playlist: the AI WebTV's way, ffmpeg's concat demuxer looping the file as it was at start."}),
                 "width": ("INT", {"default": 1024, "min": 16, "max": 3840, "step": 2, "tooltip": "Channel width; clips are scaled and padded to it."}),
@@ -177,6 +200,12 @@ class RTMPChannel:
 
     def start(self, playlist, channel, outputs, local_preview, mode, width, height, fps, video_kbps, audio_kbps,
               sample_rate, keyframe_seconds, preset, preview_port=0, retry_max_seconds=5.0, tune="zerolatency"):
+        if not isinstance(playlist, str):
+            if not channels.NAME.match(channel.strip()):
+                raise ValueError(f"channel: {channel.strip()!r} is not a valid name; use letters, digits, '-' and '_' (at most 64).")
+            clip = _clip_path(playlist, "playlist")
+            playlist = inside_output(f"WebTV/{channel.strip()}_video.ffconcat", "channel")
+            write_ffconcat(playlist, [Entry(clip, probe(clip).duration)], relative=True)
         playlist = inside_output(playlist, "playlist")
         settings = channels.ChannelSettings(
             name=channel.strip(),
@@ -210,7 +239,7 @@ class ChannelAppend:
                 "clips": ("STRING", {"multiline": True, "default": "", "tooltip": "Clips to add, one per line: paths or glob patterns relative to the output folder."}),
             },
             "optional": {
-                "clip": ("STRING", {"forceInput": True, "tooltip": "One more clip, e.g. the path from Save Video."}),
+                "clip": (VIDEO_OR_PATH, {"forceInput": True, "tooltip": "One more clip, a path or a VIDEO (e.g. from Save Video or core Create Video)."}),
             },
         }
 
