@@ -162,15 +162,25 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
                 pass
 
 
+PROBE_SECONDS = 3.0
+PROBE_BYTES = 50_000_000  # never the limit: 3 s of the test streams is well under 1 MB
+
+
 class Puller:
-    """Debian's ffmpeg playing an RTMP stream into an FLV file (it waits for a publisher)."""
+    """Debian's ffmpeg playing an RTMP stream into an FLV file (it waits for a publisher).
+
+    An FLV stream announces no stream list, so ffmpeg finds the streams by reading packets; it reads
+    PROBE_SECONDS of *stream* time (not wall time) before it starts writing, so however slowly a loaded
+    machine delivers the stream, the video and the audio have both appeared by then (every packet read
+    meanwhile is kept and written). The test streams all last longer than that.
+    """
 
     def __init__(self, url: str, path: str, idle_timeout: float = 15.0):
         self.path = path
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [need("ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-rw_timeout", str(int(idle_timeout * 1e6)),
-             "-probesize", "32768", "-analyzeduration", "200000", "-i", url, "-map", "0", "-c", "copy",
+             "-probesize", str(PROBE_BYTES), "-analyzeduration", str(int(PROBE_SECONDS * 1e6)), "-i", url, "-map", "0", "-c", "copy",
              "-flush_packets", "1", "-f", "flv", path],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
@@ -278,16 +288,17 @@ def analyse(path: str) -> Stream:
 
 
 def channel_ffmpegs() -> list[int]:
-    """The channel's ffmpeg processes (the pack's ffmpeg binary) under this test process."""
+    """The channel's children under this test process: ffmpeg processes (the pack's ffmpeg binary) and RTMP publishers."""
     import psutil
 
+    from comfyui_webtv.nodes.broadcast.outputs import PUBLISHER
     from comfyui_webtv.nodes.common.ffmpeg import ffmpeg_exe
 
     exe = os.path.realpath(ffmpeg_exe())
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if proc.status() != psutil.STATUS_ZOMBIE and os.path.realpath(proc.exe()) == exe:
+            if proc.status() != psutil.STATUS_ZOMBIE and (os.path.realpath(proc.exe()) == exe or PUBLISHER in proc.cmdline()):
                 found.append(proc.pid)
         except psutil.NoSuchProcess:
             pass

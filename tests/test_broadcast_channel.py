@@ -21,29 +21,29 @@ from .rtmp_server import channel_ffmpegs, free_port, make_clip
 
 
 def test_stream_keys_come_from_env_or_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("WEBTV_K1", "sekrit-one")
-    assert resolve("rtmp://h/app/${WEBTV_K1}") == ("rtmp://h/app/sekrit-one", ["sekrit-one"])
+    monkeypatch.setenv("WEBTV_KEY_1", "sekrit-one")
+    assert resolve("rtmp://h/app/${WEBTV_KEY_1}") == ("rtmp://h/app/sekrit-one", ["sekrit-one"])
     key_file = tmp_path / "key"
     key_file.write_text("sekrit-two\n")
-    monkeypatch.delenv("WEBTV_K2", raising=False)
-    monkeypatch.setenv("WEBTV_K2_FILE", str(key_file))
-    assert resolve("rtmps://h/app/${WEBTV_K2}")[0] == "rtmps://h/app/sekrit-two"
+    monkeypatch.delenv("WEBTV_KEY_2", raising=False)
+    monkeypatch.setenv("WEBTV_KEY_2_FILE", str(key_file))
+    assert resolve("rtmps://h/app/${WEBTV_KEY_2}")[0] == "rtmps://h/app/sekrit-two"
     key_file.write_text("")
     with pytest.raises(ValueError, match="is empty"):
-        resolve("rtmps://h/app/${WEBTV_K2}")
-    monkeypatch.setenv("WEBTV_K2_FILE", str(tmp_path / "missing"))
+        resolve("rtmps://h/app/${WEBTV_KEY_2}")
+    monkeypatch.setenv("WEBTV_KEY_2_FILE", str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="cannot read the stream key file"):
-        resolve("rtmps://h/app/${WEBTV_K2}")
+        resolve("rtmps://h/app/${WEBTV_KEY_2}")
 
 
 def test_keys_never_show_in_status(output_dir, monkeypatch):
     folder = os.path.join(output_dir, "WebTV")
     os.makedirs(folder)
     make_clip(os.path.join(folder, "a.mp4"), "red", 0.5, tone=None)
-    monkeypatch.setenv("WEBTV_SECRET_KEY", "do-not-leak-1234")
+    monkeypatch.setenv("WEBTV_KEY_SECRET", "do-not-leak-1234")
     playlist = FFConcatPlaylist().write("WebTV/a.mp4", "WebTV/k.ffconcat", "replace", "relative")["result"][0]
     RTMPChannel().start(
-        playlist=playlist, channel="keys", outputs=f"rtmp://127.0.0.1:{free_port()}/live/${{WEBTV_SECRET_KEY}}",
+        playlist=playlist, channel="keys", outputs=f"rtmp://127.0.0.1:{free_port()}/live/${{WEBTV_KEY_SECRET}}",
         local_preview=False, mode="clips", width=160, height=96, fps=24.0, video_kbps=300, audio_kbps=64,
         sample_rate="48000", keyframe_seconds=2.0, preset="veryfast", retry_max_seconds=0.5,
     )
@@ -51,7 +51,7 @@ def test_keys_never_show_in_status(output_dir, monkeypatch):
     while channels.get("keys").attempts < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     text = ChannelStatus().status("keys")["result"][0]
-    assert "${WEBTV_SECRET_KEY}" in text and "do-not-leak" not in text
+    assert "${WEBTV_KEY_SECRET}" in text and "do-not-leak" not in text
     channels.stop("keys")
 
 

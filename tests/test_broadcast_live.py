@@ -232,9 +232,9 @@ def test_bad_inputs_are_refused_clearly(output_dir, clips, monkeypatch):
         start_channel("/etc/hostname", "")
     with pytest.raises(ValueError, match="clips: '../secret.mp4' is outside the output folder"):
         playlist_of("../secret.mp4")
-    monkeypatch.delenv("WEBTV_TEST_KEY", raising=False)
-    with pytest.raises(ValueError, match=r"stream key \$\{WEBTV_TEST_KEY\} is not set"):
-        start_channel(playlist, "rtmp://127.0.0.1:1/live/${WEBTV_TEST_KEY}")
+    monkeypatch.delenv("WEBTV_KEY_TEST", raising=False)
+    with pytest.raises(ValueError, match=r"stream key \$\{WEBTV_KEY_TEST\} is not set"):
+        start_channel(playlist, "rtmp://127.0.0.1:1/live/${WEBTV_KEY_TEST}")
     with pytest.raises(ValueError, match="seems to contain a stream key"):
         start_channel(playlist, "rtmp://live.twitch.tv/app/live_123456789_AbCdEfGhIjKlMnOpQrStUvWxYz")
     with pytest.raises(ValueError, match="give at least one rtmp"):

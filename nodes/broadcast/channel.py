@@ -24,12 +24,13 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from .. import host
+from ..common import checks
 from ..common.ffmpeg import ffmpeg_exe
 from .encoder import Encoding, FfmpegLog, encode_args, playlist_input_args, raw_input_args
-from .keys import check_output_url
+from .keys import check_output_url, mask
 from .normalize import ChannelFormat, ClipDecoder, ClipInfo, probe
 from .outputs import PAT_PID, PMT_PID, TS_PACKET, Backoff, Output, OutputSpec, clear_hls, ts_pid
-from .playlist import inside_output, read_ffconcat
+from .playlist import inside_output, live_copy, read_ffconcat
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MODES = ["clips", "playlist"]
@@ -68,8 +69,9 @@ class ChannelSettings:
             check_output_url(url)
         if not self.outputs and not self.preview:
             raise ValueError("outputs: give at least one rtmp:// or rtmps:// address, or turn the local preview on.")
-        if not 0 <= self.preview_port <= 65535:
-            raise ValueError(f"preview_port: {self.preview_port} is not a port number (0 picks a free one).")
+        checks.integer("preview_port", self.preview_port, low=0, high=65535)
+        checks.finite("retry_max_seconds", self.retry_max_seconds, low=0.5, high=300)
+        checks.finite("session_hours", self.session_hours, low=0.01, high=48)
 
 
 class OutputsDown(Exception):
@@ -101,7 +103,8 @@ class _Session:
             stdin, fds = subprocess.PIPE, (audio_r,)
         else:
             first = channel._clips[0] if channel._clips else None
-            args = base + ["-nostdin"] + playlist_input_args(settings.fmt, settings.playlist, bool(first and first.has_audio))
+            playlist, safe = channel._playlist_copy
+            args = base + ["-nostdin"] + playlist_input_args(settings.fmt, playlist, bool(first and first.has_audio), safe)
             stdin, fds = subprocess.DEVNULL, ()
         args += encode_args(settings.fmt, settings.encoding)
         try:
@@ -229,6 +232,11 @@ class Channel:
     def __init__(self, settings: ChannelSettings, clips: list[ClipInfo]):
         self.settings = settings
         self._specs = [OutputSpec.rtmp(url) for url in settings.outputs]  # fails now when a key is missing
+        self._secrets = [value for spec in self._specs for value in spec.secrets]
+        # Playlist mode: ffmpeg reads a copy written from the entries checked here, never the file itself.
+        self._playlist_copy = ("", True)
+        if settings.mode == "playlist":
+            self._playlist_copy = live_copy(settings.playlist, read_ffconcat(settings.playlist), settings.name)
         self.hls_dir = ""
         if settings.preview:
             self.hls_dir = inside_output(os.path.join("WebTV", "live", settings.name), "channel")
@@ -287,6 +295,11 @@ class Channel:
         self._thread.join(timeout)
         if self._preview:
             self._preview.close()
+        if self._playlist_copy[0]:
+            try:
+                os.remove(self._playlist_copy[0])
+            except FileNotFoundError:
+                pass
         self.state = "stopped"
 
     @property
@@ -320,10 +333,19 @@ class Channel:
             remaining = [c.duration or 0.0 for c in self._clips[self._cursor + 1 :]]
         now = time.monotonic()
         number = (lambda key: log.number(key)) if log else (lambda key: None)
+        outputs = [o.status() for o in session.outputs] if session else [
+            {"kind": s.kind, "target": s.label, "state": "down" if self.error else "connecting"} for s in self._specs
+        ]
+        for output in outputs:
+            if output.get("last_error"):
+                output["last_error"] = mask(output["last_error"], self._secrets)
+        state = self.state
+        if state == "live" and not any(o["state"] == "live" for o in outputs):
+            state = "stalled"  # on air before, but no destination has advanced for a while
         return {
             "name": self.settings.name,
             "mode": self.settings.mode,
-            "state": self.state,
+            "state": state,
             "uptime_s": round((self.stopped_at or time.time()) - self.started_at, 3),
             "on_air_s": round(now - self._live_since, 3) if self._live_since else 0.0,
             "frames_sent": self.frames_sent if self.settings.mode == "clips" else int(number("frame") or 0),
@@ -341,10 +363,8 @@ class Channel:
             "sessions": self.sessions,
             "reconnects": max(self.sessions - 1, 0),
             "failed_attempts": self.attempts,
-            "last_error": self.error,
-            "outputs": [o.status() for o in session.outputs] if session else [
-                {"kind": s.kind, "target": s.label, "state": "down" if self.error else "connecting"} for s in self._specs
-            ],
+            "last_error": mask(self.error, self._secrets),
+            "outputs": outputs,
             "preview_url": self._preview.url if self._preview else None,
             "format": {"width": self.settings.fmt.width, "height": self.settings.fmt.height,
                        "fps": float(self.settings.fmt.fps), "sample_rate": self.settings.fmt.sample_rate},
@@ -472,13 +492,17 @@ class Channel:
                 decoder, prefetched = prefetched or ClipDecoder(clip, fmt), None
                 expected = round(clip.duration * float(fmt.fps)) if clip.duration else None
                 self._current = {"index": index, "path": clip.path, "frame": 0, "frames": expected, "slate": False}
-                entry = {"index": index, "path": clip.path, "frames": 0, "started_at": round(time.time(), 3), "completed": False}
+                entry = {"index": index, "path": clip.path, "frames": 0, "expected_frames": expected,
+                         "started_at": round(time.time(), 3), "completed": False}
                 self._history.append(entry)
                 try:
                     while not self._stop.is_set():
                         video = decoder.read_frame()
                         if video is None:
-                            entry["completed"] = decoder.frames_read > 0
+                            # A clip cut short on air (truncated, rewritten) reports what was sent, not completion.
+                            entry["completed"] = decoder.frames_read > 0 and (expected is None or decoder.frames_read >= expected - 1)
+                            if not entry["completed"] and decoder.frames_read and not self._stop.is_set():
+                                self.error = f"clip {clip.path} ended after {decoder.frames_read} of {expected} frames"
                             break
                         if decoder.frames_read == 1:
                             prefetched = self._prefetch(fmt)

@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from ..common import checks
 from .keys import mask
 from .normalize import ChannelFormat
 
@@ -35,10 +36,9 @@ class Encoding:
     tune: str = "zerolatency"
 
     def __post_init__(self):
-        if not 100 <= self.video_kbps <= 50000:
-            raise ValueError(f"video_kbps: {self.video_kbps} is outside 100..50000.")
-        if not 32 <= self.audio_kbps <= 320:
-            raise ValueError(f"audio_kbps: {self.audio_kbps} is outside 32..320.")
+        checks.integer("video_kbps", self.video_kbps, low=100, high=50000)
+        checks.integer("audio_kbps", self.audio_kbps, low=32, high=320)
+        checks.finite("keyframe_seconds", self.keyframe_seconds)
         if not 0.5 <= self.keyframe_seconds <= 10:
             raise ValueError(f"keyframe_seconds: {self.keyframe_seconds} is outside 0.5..10 (Twitch and YouTube ask for 2).")
         if self.preset not in PRESETS:
@@ -74,13 +74,15 @@ def raw_input_args(fmt: ChannelFormat, audio_fd: int) -> list[str]:
     ]
 
 
-def playlist_input_args(fmt: ChannelFormat, playlist: str, has_audio: bool) -> list[str]:
+def playlist_input_args(fmt: ChannelFormat, playlist: str, has_audio: bool, safe: bool = True) -> list[str]:
     """Inputs for the seed-compatible mode: the concat demuxer over the playlist, looped, read in real time.
 
     Input options come before the ``-i`` they belong to (the WebTV's printed command had ``-stream_loop``
-    after it, which current ffmpeg rejects).
+    after it, which current ffmpeg rejects). ``safe``: every entry is a plain relative name, so ffmpeg's
+    own check (``-safe 1``) stays on; otherwise the playlist is the pack's checked copy (see
+    :func:`.playlist.live_copy`).
     """
-    args = ["-re", "-stream_loop", "-1", "-f", "concat", "-safe", "0", "-i", playlist]
+    args = ["-re", "-stream_loop", "-1", "-f", "concat", "-safe", "1" if safe else "0", "-i", playlist]
     if has_audio:
         audio = ["-map", "0:a:0", "-af", "aresample=async=1"]
     else:

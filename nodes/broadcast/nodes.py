@@ -7,6 +7,7 @@ import os
 from fractions import Fraction
 
 from .. import host
+from ..common import checks
 from ..common.files import atomic_path
 from . import channel as channels
 from . import routes
@@ -207,6 +208,7 @@ class RTMPChannel:
             playlist = inside_output(f"WebTV/{channel.strip()}_video.ffconcat", "channel")
             write_ffconcat(playlist, [Entry(clip, probe(clip).duration)], relative=True)
         playlist = inside_output(playlist, "playlist")
+        fps = checks.finite("fps", fps, low=1.0, high=120.0)
         settings = channels.ChannelSettings(
             name=channel.strip(),
             outputs=tuple(line.strip() for line in outputs.splitlines() if line.strip()),

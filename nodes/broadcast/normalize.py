@@ -14,7 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..common import checks
 from ..common.ffmpeg import ffmpeg_exe
+
+MAX_WIDTH, MAX_HEIGHT = 3840, 2160  # 4K UHD, the most streaming platforms ingest
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,13 @@ class ChannelFormat:
     channels: int = 2
 
     def __post_init__(self):
+        if not isinstance(self.fps, Fraction):
+            checks.finite("fps", self.fps, low=1, high=120)
         object.__setattr__(self, "fps", Fraction(self.fps).limit_denominator(1001))
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if value < 16 or value % 2:
-                raise ValueError(f"{name}: {value} must be an even number of pixels, at least 16.")
+        for name, high in (("width", MAX_WIDTH), ("height", MAX_HEIGHT)):
+            value = checks.integer(name, getattr(self, name), low=16, high=high)
+            if value % 2:
+                raise ValueError(f"{name}: {value} must be an even number of pixels (H.264 in yuv420p).")
         if not 1 <= self.fps <= 120:
             raise ValueError(f"fps: {float(self.fps)} is outside 1..120.")
         if self.sample_rate not in (44100, 48000):

@@ -1,20 +1,26 @@
 """Where the channel's one encode goes: RTMP(S) servers and the local HLS preview.
 
-Each output is a small stream-copy ffmpeg fed the encoder's MPEG-TS through a bounded queue by
-its own thread, so a slow or dead destination never holds up the encoder or the other outputs. An
-output that fails restarts by itself with backoff and joins at the next keyframe (ffmpeg drops
-packets before the first keyframe when copying); the channel restarts the whole chain only when
-every output has failed.
+Each output is a small stream-copy child fed the encoder's MPEG-TS through a bounded queue by its
+own thread, so a slow or dead destination never holds up the encoder or the other outputs: an ffmpeg
+writing the HLS preview, and for RTMP the pack's publisher (:mod:`.publish`, PyAV in its own process),
+which gets the address on its stdin, so no stream key is ever on a command line. An output that fails
+restarts by itself with backoff and joins at the next keyframe; the channel restarts the whole chain
+only when every output has failed. An output is ``live`` only while its destination advances: the
+publisher's stream time for RTMP, new segments in the playlist for HLS.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import queue
+import re
 import socket
 import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 from ..common.ffmpeg import ffmpeg_exe
@@ -24,6 +30,10 @@ from .keys import mask, resolve, server_address
 HLS_PLAYLIST = "live.m3u8"
 HLS_MASTER = "master.m3u8"
 QUEUE_CHUNKS = 256  # ~10 s of a 3 Mbps stream in 64 KiB reads; more means the output is stuck
+STALE_SECONDS = 6.0  # an output whose destination has not advanced this long is not live (HLS segments are 2 s)
+KILL_STALE_SECONDS = 20.0  # ... and this long: its child is restarted
+LOW_DISK_BYTES = 1 << 20  # less free space than this in the HLS folder is reported as a full disk
+PUBLISHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "publish.py")
 
 
 class Backoff:
@@ -75,16 +85,18 @@ class OutputSpec:
             return f"cannot reach {host}:{port} ({exc.strerror or exc})"
 
     def command(self, launch: int) -> list[str]:
-        """The stream-copy ffmpeg for this output; ``launch`` numbers HLS segments uniquely across restarts."""
+        """The stream-copy child for this output; ``launch`` numbers HLS segments uniquely across restarts.
+
+        RTMP: the publisher, whose command line holds no address (it reads it from :meth:`header`).
+        """
+        if self.kind == "rtmp":
+            return [sys.executable, "-u", PUBLISHER]
         args = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats",
             "-progress", "pipe:2", "-stats_period", "0.5",
             "-f", "mpegts", "-probesize", "500000", "-analyzeduration", "500000", "-i", "pipe:0",
             "-map", "0", "-c", "copy",
         ]
-        if self.kind == "rtmp":
-            tls = ["-ca_file", ca] if self.url.startswith("rtmps:") and (ca := ca_file()) else []
-            return args + ["-f", "flv", "-flvflags", "no_duration_filesize", "-rw_timeout", "15000000", *tls, self.url]
         return args + [
             "-bsf:a", "aac_adtstoasc", "-f", "hls", "-hls_time", "2", "-hls_list_size", "8",
             "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", f"init_{launch}.mp4",
@@ -94,6 +106,16 @@ class OutputSpec:
             "-master_pl_name", HLS_MASTER,
             os.path.join(self.target, HLS_PLAYLIST),
         ]
+
+    def header(self) -> bytes:
+        """What the child reads on stdin before the stream: the publisher's address line (HLS: nothing)."""
+        if self.kind != "rtmp":
+            return b""
+        return json.dumps({"url": self.url, "ca_file": ca_file()}).encode() + b"\n"
+
+    def environment(self) -> dict[str, str]:
+        """The child's environment: ComfyUI's, less every variable that holds one of this output's keys."""
+        return {k: v for k, v in os.environ.items() if not any(s and s in v for s in self.secrets)}
 
     @property
     def label(self) -> str:
@@ -125,8 +147,8 @@ def keyframe_at(chunk: bytes) -> int | None:
 def ca_file() -> str | None:
     """CA bundle that rtmps:// certificates are verified against.
 
-    ``$WEBTV_CA_FILE`` when set; else the system store that ffmpeg's OpenSSL reads (/etc/ssl) where there
-    is one; else certifi's bundle when installed (Windows, some containers). None: OpenSSL's defaults.
+    ``$WEBTV_CA_FILE`` when set; else the system store (/etc/ssl) where there is one; else certifi's bundle
+    when installed (Windows, some containers). None: Python's ``ssl`` defaults.
     """
     if os.environ.get("WEBTV_CA_FILE"):
         return os.environ["WEBTV_CA_FILE"]
@@ -139,15 +161,53 @@ def ca_file() -> str | None:
     return certifi.where()
 
 
-def clear_hls(folder: str) -> None:
-    """Remove the preview files a previous run left (only the channel's own file names)."""
+def clear_hls(folder: str, keep_launch: int | None = None) -> None:
+    """Remove preview files earlier runs or launches left (only the channel's own names; links themselves, not their targets).
+
+    ``keep_launch``: the launch now starting, whose files stay (segment numbers start at launch * 1e6).
+    """
     for pattern in ("seg_*.m4s", "init_*.mp4", "*.m3u8", "*.tmp"):
         for path in glob.glob(os.path.join(folder, pattern)):
-            os.remove(path)
+            name = os.path.basename(path)
+            number = re.match(r"^(?:seg|init)_(\d+)", name)
+            if keep_launch is not None:
+                if not number:
+                    continue  # the playlists are rewritten by the new launch
+                launch = int(number.group(1)) // 1_000_000 if name.startswith("seg_") else int(number.group(1))
+                if launch == keep_launch:
+                    continue
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+
+
+def hls_progress(folder: str) -> tuple[str, list[str]]:
+    """``(last segment, segments)`` listed in the folder's live playlist (empty when it is missing or empty)."""
+    try:
+        with open(os.path.join(folder, HLS_PLAYLIST), encoding="utf-8", errors="replace") as f:
+            names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    except OSError:
+        return "", []
+    return (names[-1] if names else ""), names
+
+
+def free_bytes(folder: str) -> int | None:
+    """Free bytes on the file system holding ``folder`` (None where it cannot be asked)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 class Output:
-    """One destination fed from a queue by its own thread; restarts its ffmpeg with backoff."""
+    """One destination fed from a queue by its own thread; restarts its child with backoff.
+
+    States: ``connecting`` (child started, nothing at the destination yet), ``live`` (the destination
+    advanced within STALE_SECONDS), ``stalled`` (it has not since: a full disk, a server that takes no
+    data, a frozen encoder), ``down`` (the child failed; it restarts after the backoff).
+    """
 
     def __init__(self, spec: OutputSpec, retry_max_seconds: float, launches, ts_header):
         self.spec = spec
@@ -167,6 +227,11 @@ class Output:
         self._kill_reason = ""
         self._proc: subprocess.Popen | None = None
         self._log: FfmpegLog | None = None
+        self._mark: object = None  # the destination's last progress: RTMP stream time, HLS last segment
+        self._advanced_at = time.monotonic()
+        self._checked_at = 0.0
+        self._hls_sizes: dict[str, int] = {}  # HLS files counted in bytes_sent, by name
+        self._refresh_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"webtv-output-{spec.kind}", daemon=True)
         self._thread.start()
 
@@ -206,16 +271,53 @@ class Output:
     # ---- status
     @property
     def bytes_sent(self) -> int:
-        """Bytes written to the destination over every ffmpeg this output has run."""
+        """Bytes delivered over every child this output has run (HLS: the segments and init files written)."""
+        if self.spec.kind == "hls":
+            return sum(self._hls_sizes.values())
         current = int(self._log.number("total_size") or 0) if self._log else 0
         return self._bytes_before + max(current, 0)
 
+    def _progress(self):
+        """The destination's progress mark: the publisher's stream time, or the newest complete HLS segment."""
+        if self.spec.kind != "hls":
+            return (self._log.number("out_time_us") or 0) if self._log else 0
+        last, names = hls_progress(self.spec.target)
+        if not last:
+            return None
+        for name in names + glob.glob("init_*.mp4", root_dir=self.spec.target):
+            if name not in self._hls_sizes:
+                try:
+                    st = os.lstat(os.path.join(self.spec.target, name))
+                except OSError:
+                    continue
+                if st.st_size:
+                    self._hls_sizes[name] = st.st_size
+        return last if last in self._hls_sizes else None
+
+    def _stall_reason(self, age: float) -> str:
+        if self.spec.kind == "hls":
+            free = free_bytes(self.spec.target)
+            if free is not None and free < LOW_DISK_BYTES:
+                return f"the disk holding {self.spec.target} is full ({free} bytes free); no new segment for {age:.0f} s"
+            return f"no new segment for {age:.0f} s" + (f" ({tail})" if (tail := self._log.tail() if self._log else "") else "")
+        return f"the server has taken no data for {age:.0f} s"
+
     def refresh(self) -> None:
-        """Mark the output live once its ffmpeg has written stream data to the destination."""
-        if self.state == "connecting" and self._log and (self._log.number("out_time_us") or 0) > 0:
-            self.state = "live"
-            self.failed_since_live = False
-            self._backoff.reset()
+        """Update the state from the destination's progress: live while it advances, stalled when it stops."""
+        with self._refresh_lock:
+            now = time.monotonic()
+            if now - self._checked_at < 0.25 or self.state not in ("connecting", "live", "stalled") or self._log is None:
+                return
+            self._checked_at = now
+            mark = self._progress()
+            if mark and mark != self._mark:
+                self._mark, self._advanced_at = mark, now
+                if self.state != "live":
+                    self.state, self.error = "live", ""
+                    self.failed_since_live = False
+                    self._backoff.reset()
+            elif self.state != "connecting" and now - self._advanced_at > STALE_SECONDS:
+                self.state, self.error = "stalled", self._stall_reason(now - self._advanced_at)
 
     def status(self) -> dict:
         """The output's state, masked target and counters, for the channel status."""
@@ -265,14 +367,21 @@ class Output:
                 return
 
     def _serve(self) -> bool:
-        """Run one ffmpeg until the stream ends (True) or it fails (False)."""
-        command = self.spec.command(next(self._launches))
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        """Run one child until the stream ends (True) or it fails (False)."""
+        launch = next(self._launches)
+        if self.spec.kind == "hls":
+            clear_hls(self.spec.target, keep_launch=launch)
+        command = self.spec.command(launch)
+        proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, env=self.spec.environment(),
+        )
         log = FfmpegLog(proc.stderr, self.spec.secrets)
         self._kill_reason = ""
+        self._mark, self._advanced_at = None, time.monotonic()
         self._proc, self._log = proc, log
         ended = False
         try:
+            proc.stdin.write(self.spec.header())
             while not self._closing.is_set():
                 try:
                     chunk = self._queue.get(timeout=0.5)

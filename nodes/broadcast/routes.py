@@ -44,4 +44,4 @@ def register(routes) -> None:
         found = hls_file(find(request).hls_dir, request.match_info["file"])
         if found is None:
             raise web.HTTPNotFound()
-        return web.FileResponse(found[0], headers={"Content-Type": found[1], "Cache-Control": "no-cache"})
+        return web.Response(body=found[0], headers={"Content-Type": found[1], "Cache-Control": "no-cache"})
