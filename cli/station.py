@@ -114,7 +114,7 @@ GRAPH_OPTIONS = {
     "--channel-width": (("WebTVRTMPChannel.width",), {"type": _even_size, "help": "channel width (clips are scaled and padded to it)"}),
     "--channel-height": (("WebTVRTMPChannel.height",), {"type": _even_size, "help": "channel height"}),
     "--rtmp": (("WebTVRTMPChannel.outputs",), {"action": "append", "metavar": "URL", "help": "an rtmp:// or rtmps:// "
-               "server, the stream key as a placeholder set in the environment: rtmp://live.twitch.tv/app/${TWITCH_STREAM_KEY} "
+               "server, the stream key as a placeholder set in the environment: rtmp://live.twitch.tv/app/${WEBTV_KEY_TWITCH} "
                "(repeatable; none: the local preview only)"}),
 }
 
@@ -171,19 +171,14 @@ def station_graph(args, tiny: bool, run_dir: str) -> dict:
 
 
 def check_outputs(api: dict) -> None:
-    """Every RTMP address well formed and its ``${KEY}`` set, before anything loads."""
-    from urllib.parse import urlsplit
-
+    """Every RTMP address well formed and its ``${WEBTV_KEY_...}`` set, before anything loads (the broadcast's own rules)."""
     from ..nodes.broadcast import keys
 
     for url in filter(None, (line.strip() for line in workflow_value(api, "WebTVRTMPChannel.outputs").splitlines())):
         try:
-            keys.check_output_url(url, "--rtmp")
-            urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of range or not a number
             keys.resolve(url, "--rtmp")
         except ValueError as e:
-            message = str(e)
-            raise UsageError(message if message.startswith("--rtmp") else f"--rtmp {url!r}: {message}; use rtmp://host[:port]/app/stream") from None
+            raise UsageError(str(e)) from None
 
 
 def needed_models(api: dict) -> list[tuple[str, str]]:
@@ -295,9 +290,10 @@ class Terminal:
             self.open = False
 
     def show(self, value: int, total: int) -> None:
-        if not sys.stderr.isatty() and value < total:
+        tty = sys.stderr.isatty()
+        if not tty and value < total:
             return  # a log file gets the finished count only
-        print(f"\r    {self.stage}: {value}/{total}", end="", file=sys.stderr, flush=True)
+        print(f"{chr(13) if tty else ''}    {self.stage}: {value}/{total}", end="", file=sys.stderr, flush=True)
         self.open = value < total
         if not self.open:
             print(file=sys.stderr, flush=True)
@@ -372,12 +368,12 @@ def run(args) -> int:
         term.stage = api[nid].get("_meta", {}).get("title") or class_type
         term.say(f"[{index + 1}/{count}] {term.stage}")
 
-    results, final, code, error = {}, None, 0, None
+    results, final, code, error, shots, source = {}, None, 0, None, [], None
     try:
         results = runner.run(api, on_node=on_node)
-        writer = results[find_node(api, "WebTVShotWriter")]["outputs"]
-        term.say(f"shots (written by {json.loads(writer[2][0]).get('source', '?')}):\n"
-                 + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(writer[0])))
+        shots, _, report = results[find_node(api, "WebTVShotWriter")]["outputs"]
+        source = json.loads(report[0]).get("source")
+        term.say(f"shots (written by {source}):\n" + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(shots)))
         status = channels.get(channel).status()
         term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
                  f"({status['clips']} clip(s) of run {run_dir.rsplit('/', 1)[-1]})")
@@ -396,8 +392,8 @@ def run(args) -> int:
     playlist = results.get(find_node(api, "WebTVFFConcatPlaylist"), {}).get("outputs", [[None]])[0][-1:]
     if tiny:
         term.say("this run used TINY RANDOM MODELS (noise); add --download for the real ones")
-    summary = {"run": run_dir.rsplit("/", 1)[-1], "clips": clips, "playlist": playlist[0] if playlist else None,
-               "tiny_models": tiny, "channel": final, "error": error}
+    summary = {"run": run_dir.rsplit("/", 1)[-1], "shots": shots, "writer": source, "clips": clips,
+               "playlist": playlist[0] if playlist else None, "tiny_models": tiny, "channel": final, "error": error}
     print(json.dumps(summary, default=str), flush=True)
     return code
 

@@ -71,16 +71,54 @@ def test_ai_webtv_workflow_from_theme_to_the_local_preview(tiny_env):
         channels.stop_all()
 
 
-def test_run_command_is_the_whole_station(tiny_models_dir, tmp_path, capsys):
-    out = tmp_path / "output"
-    code = main([
-        "run", "--shots", "2", "--llm", "template", "--on-air", "3", "--models", str(tmp_path / "no-models"),
-        "--tiny-dir", tiny_models_dir, "--output", str(out),
-    ])
-    assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["tiny_models"] is True
+def _station(argv: list[str], capsys) -> tuple[int, dict, str]:
+    code = main(["run", *argv])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out.strip().splitlines()[-1]), captured.err
+
+
+def test_run_command_is_the_whole_station(tiny_models_dir, tmp_path, monkeypatch, capsys):
+    """``run`` in a fresh folder: no ./models, so the tiny models (announced), the workflow's graph run
+    from the theme to the channel, and a summary that tells the truth about what aired and how it ended."""
+    monkeypatch.chdir(tmp_path)
+    code, summary, err = _station(["--shots", "2", "--on-air", "3", "--tiny-dir", tiny_models_dir], capsys)
+    assert code == 0, err[-3000:]
+    assert summary["tiny_models"] is True and "TINY RANDOM MODELS" in err.split("[1/")[0]  # the banner comes first
+    assert summary["writer"] == "template" and "unusable" not in err  # tiny models: no random LM tried
+    assert len(summary["shots"]) == 2 and all("lighthouse keeper" in shot for shot in summary["shots"])
+    run_dir = tmp_path / "output" / "WebTV" / "station" / summary["run"]
+    assert os.path.dirname(summary["playlist"]) == str(run_dir)
+    assert all(os.path.dirname(clip) == str(run_dir) for clip in summary["clips"])
     _assert_clips_with_music(summary["clips"], summary["playlist"])
-    played = {h["path"] for h in summary["channel"]["history"]}
-    assert played == set(summary["clips"]) and summary["channel"]["frames_sent"] > 24
+    channel = summary["channel"]
+    assert channel["state"] == "stopped"
+    assert {h["path"] for h in channel["history"]} == set(summary["clips"]) and channel["frames_sent"] > 24
     assert channels.statuses() == {}  # stopped, no ffmpeg left behind
+    assert "Traceback" not in err and "\r" not in err  # not a terminal: finished counts only, whole lines
+
+
+def test_each_run_airs_its_own_programme_and_the_workflow_is_the_station(tiny_models_dir, tmp_path, monkeypatch, capsys):
+    """A second run airs only its own shot, not the first run's; --resume adds to a programme; the station
+    follows its workflow file, and --set overrides any input of it."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--shots", "1", "--on-air", "1", "--tiny-dir", tiny_models_dir]
+    code, first, err = _station(common, capsys)
+    assert code == 0, err[-3000:]
+
+    with open(os.path.join(ROOT, "workflows", "ai_webtv_api.json")) as f:
+        api = json.load(f)
+    next(n for n in api.values() if n["class_type"] == "WebTVShotWriter")["inputs"]["style"] = "charcoal sketch"
+    (tmp_path / "changed.json").write_text(json.dumps(api))
+    code, second, err = _station([*common, "--workflow", "changed.json", "--channel", "second"], capsys)
+    assert code == 0, err[-3000:]
+    assert second["run"] != first["run"] and "charcoal sketch" in second["shots"][0]
+    assert [e.path for e in read_ffconcat(second["playlist"])] == second["clips"]
+    assert {h["path"] for h in second["channel"]["history"]} == set(second["clips"])
+    assert second["channel"]["name"] == "second"
+
+    code, third, err = _station([*common, "--resume", first["run"], "--set", "Shot Writer.style=ink wash"], capsys)
+    assert code == 0, err[-3000:]
+    assert third["run"] == first["run"] and "ink wash" in third["shots"][0]
+    programme = [e.path for e in read_ffconcat(third["playlist"])]
+    assert programme == first["clips"] + third["clips"] and third["playlist"] == first["playlist"]
+    assert channels.statuses() == {}
