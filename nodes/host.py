@@ -39,6 +39,7 @@ MODEL_FOLDERS: dict[str, tuple[str, set[str] | None]] = {
     "streaming_t2v": ("streaming_t2v", {".ckpt", ".safetensors"}),
     "open_clip": ("open_clip", {".bin", ".safetensors", ".pt"}),
     "film": ("film", {".pt", ".pth", ".safetensors"}),
+    "frame_interpolation": ("frame_interpolation", {".safetensors"}),  # ComfyUI core's FILM/RIFE files
     "musicgen": ("musicgen", None),
     "llm": ("llm", None),
 }

@@ -139,10 +139,28 @@ def test_fp16_file_loads_into_the_same_model(converted, frames_pair):
 
 def test_convert_command(film_files, tmp_path, capsys):
     dst = str(tmp_path / "film_net_fp32.safetensors")
-    assert cli_main(["convert-film", film_files["v1.0.2/fp32"], dst, "--time-input", "ignored"]) == 0
+    with pytest.raises(SystemExit, match="outside the FILM model folder.*executes code.*--force"):
+        cli_main(["convert-film", film_files["v1.0.2/fp32"], dst])  # film_files lie outside models/film
+    assert not os.path.exists(dst)
+    assert cli_main(["convert-film", film_files["v1.0.2/fp32"], dst, "--time-input", "ignored", "--force"]) == 0
     out = capsys.readouterr().out
     assert "82 tensors" in out and "t ignored" in out
     assert weights.load_file(dst).honours_t is False  # the declared behaviour overrides the probe
+
+
+def test_convert_command_takes_files_in_the_models_folder(film_files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(host._standalone, "models", str(tmp_path))
+    os.makedirs(tmp_path / "film")
+    src = str(tmp_path / "film" / "film_net_fp32.pt")
+    with open(film_files["v1.0.2/fp32"], "rb") as f, open(src, "wb") as g:
+        g.write(f.read())
+    assert cli_main(["convert-film", src]) == 0
+    assert "t honoured" in capsys.readouterr().out
+    assert os.path.isfile(str(tmp_path / "film" / "film_net_fp32.safetensors"))
+    link = str(tmp_path / "film" / "elsewhere.pt")
+    os.symlink(film_files["v1.0.2/fp32"], link)  # a link out of the folder is outside too
+    with pytest.raises(SystemExit, match="--force"):
+        cli_main(["convert-film", link])
 
 
 def test_plain_state_dict_checkpoints_convert_with_a_declared_time_input(tmp_path):

@@ -73,10 +73,21 @@ def test_bisection_reaches_powers_of_two_exactly():
     assert timing.call_count(plan.jobs) == 14
 
 
-def test_auto_prefers_midpoints_when_they_cost_no_more():
-    assert timing.make_plan(timing.multiplier_times(4, 4), 4, "auto", True, 4).strategy == "bisection"
+def test_auto_prefers_midpoints_only_when_they_cost_no_more():
+    # x2: the same calls either way, so the trained midpoint. x4 / x8: bisection needs the features and flows
+    # of every midpoint it makes, while one shot shares a pair's flows among all its times.
     assert timing.make_plan(timing.multiplier_times(4, 2), 4, "auto", True, 4).strategy == "bisection"
-    assert timing.make_plan(timing.multiplier_times(4, 3), 4, "auto", True, 4).strategy == "single_shot"
+    for multiplier in (3, 4, 8):
+        assert timing.make_plan(timing.multiplier_times(4, multiplier), 4, "auto", True, 4).strategy == "single_shot"
+
+
+def test_work_counts_each_shared_part_once():
+    single = timing.make_plan(timing.multiplier_times(4, 4), 4, "single_shot", True, 4)
+    bisect = timing.make_plan(timing.multiplier_times(4, 4), 4, "bisection", True, 4)
+    # 4 frames, 3 pairs, 3 frames made per pair; bisection adds a midpoint per pair and 3 flows per pair.
+    assert timing.work(single.jobs) == {"features": 4, "flows": 3, "synthesize": 9}
+    assert timing.work(bisect.jobs) == {"features": 7, "flows": 9, "synthesize": 9}
+    assert single.report(None)["feature_frames"] == 4 and single.report(None)["flow_pairs"] == 3
 
 
 def test_scene_cut_pairs_hold_the_earlier_frame():

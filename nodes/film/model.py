@@ -10,7 +10,7 @@ The code is TorchScript-compatible so tests can save archives in the release for
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -170,18 +170,20 @@ class PyramidFlowEstimator(nn.Module):
         self.specialized_levels = config.specialized_levels
 
     def forward(self, fa: List[Tensor], fb: List[Tensor]) -> List[Tensor]:
-        """Flow pyramid (finest first): v maps a pixel of ``a`` to its match in ``b``."""
+        """Flow pyramid (finest first), float32 whatever the model precision: v maps a pixel of ``a`` to its
+        match in ``b``. The heads run in the model precision; the flows they refine are accumulated in float32.
+        """
         levels = len(fa)
-        v = self._predictor(fa[levels - 1], fb[levels - 1])
+        v = self._predictor(fa[levels - 1], fb[levels - 1]).float()
         coarse_first: List[Tensor] = [v]
         for i in range(levels - 2, self.specialized_levels - 1, -1):
             u = upsample_flow(v, fa[i])
-            v = u + self._predictor(fa[i], warp(fb[i], u))
+            v = u + self._predictor(fa[i], warp(fb[i], u)).float()
             coarse_first.append(v)
         for k, head in enumerate(self._predictors):
             i = self.specialized_levels - 1 - k
             u = upsample_flow(v, fa[i])
-            v = u + head(fa[i], warp(fb[i], u))
+            v = u + head(fa[i], warp(fb[i], u)).float()
             coarse_first.append(v)
         flows: List[Tensor] = []
         for k in range(len(coarse_first)):
@@ -225,8 +227,11 @@ class Fusion(nn.Module):
 class FilmNet(nn.Module):
     """FILM: two frames ``[B,3,H,W]`` in 0..1 and times ``t`` ``[B,1]`` (0 = x0) to the frame at t (unclamped).
 
-    ``honours_t=False`` reproduces release v1.0.0, whose code always interpolates at t = 0.5.
-    H and W should be multiples of ``config.align`` (64); :func:`pad_to` does that.
+    The work splits in three parts that callers can share: :meth:`features` per frame, :meth:`flows` per
+    pair (whatever the number of times wanted between its frames), :meth:`synthesize` per time;
+    ``forward`` runs the three on one batch of pairs. ``honours_t=False`` reproduces release v1.0.0,
+    whose code always interpolates at t = 0.5. H and W should be multiples of ``config.align`` (64);
+    :func:`pad_to` does that.
     """
 
     def __init__(self, config: FilmConfig = FilmConfig(), honours_t: bool = True):
@@ -239,28 +244,69 @@ class FilmNet(nn.Module):
         self.predict_flow = PyramidFlowEstimator(config)
         self.fuse = Fusion(config)
 
-    def forward(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        n = x0.shape[0]
+    def features(self, x: Tensor) -> List[Tensor]:
+        """Per frame: for each pyramid level, the image and its cascaded features as one tensor
+        ``[N, 3 + F_i, h_i, w_i]`` (image channels first: the order in which fusion warps them)."""
+        pyramid = image_pyramid(x, self.pyramid_levels)
+        features = self.extract(pyramid)
+        levels: List[Tensor] = []
+        for i in range(len(pyramid)):
+            levels.append(torch.cat([pyramid[i], features[i]], dim=1))
+        return levels
+
+    def flows(self, a: List[Tensor], b: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+        """Per pair (levels of :meth:`features` for the frames at 0 and 1): the float32 flow pyramids
+        ``flow01`` (from a to b) and ``flow10``, fusion levels only. Both directions run as one batch."""
+        n = a[0].shape[0]
+        fa: List[Tensor] = []
+        fb: List[Tensor] = []
+        for i in range(len(a)):
+            fa.append(torch.cat([a[i][:, 3:], b[i][:, 3:]], dim=0))
+            fb.append(torch.cat([b[i][:, 3:], a[i][:, 3:]], dim=0))
+        flows = self.predict_flow(fa, fb)
+        flow01: List[Tensor] = []
+        flow10: List[Tensor] = []
+        for i in range(self.fusion_levels):
+            flow01.append(flows[i][:n])
+            flow10.append(flows[i][n:])
+        return flow01, flow10
+
+    def time_scaled(self, flow01: List[Tensor], flow10: List[Tensor], t: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
+        """The flows that read frame 0 (``t * flow10``) and frame 1 (``(1 - t) * flow01``) at times ``t``
+        ``[N,1]``, in float32."""
         if not self.honours_t:
             t = torch.full_like(t, 0.5)
-        # Both images (and both flow directions) go through the shared networks as one batch.
-        pyramid = image_pyramid(torch.cat([x0, x1], dim=0), self.pyramid_levels)
-        features = self.extract(pyramid)
-        swapped: List[Tensor] = []
-        for f in features:
-            swapped.append(torch.cat([f[n:], f[:n]], dim=0))
-        flows = self.predict_flow(features, swapped)  # [flow01; flow10]
-        time = t.to(x0.dtype).view(n, 1, 1, 1)
+        time = t.float().view(t.shape[0], 1, 1, 1)
+        from0: List[Tensor] = []
+        from1: List[Tensor] = []
+        for i in range(len(flow01)):
+            from0.append(time * flow10[i].float())
+            from1.append((1 - time) * flow01[i].float())
+        return from0, from1
+
+    def synthesize(self, a: List[Tensor], b: List[Tensor], flow01: List[Tensor], flow10: List[Tensor],
+                   t: Tensor) -> Tensor:
+        """Per time: the frames at ``t`` ``[N,1]`` from the levels of both frames and their pair's flows
+        (all with batch N; one pair may appear several times, once per time)."""
+        from0, from1 = self.time_scaled(flow01, flow10, t)
         aligned: List[Tensor] = []
         for i in range(self.fusion_levels):
-            flow01, flow10 = flows[i][:n], flows[i][n:]
-            from0 = time * flow10  # reads x0
-            from1 = (1 - time) * flow01  # reads x1
-            image_features = torch.cat([pyramid[i], features[i]], dim=1)
-            w0 = warp(image_features[:n], from0)
-            w1 = warp(image_features[n:], from1)
-            aligned.append(torch.cat([w0, w1, from0, from1], dim=1))
+            w0 = warp(a[i], from0[i])
+            w1 = warp(b[i], from1[i])
+            aligned.append(torch.cat([w0, w1, from0[i].to(w0.dtype), from1[i].to(w0.dtype)], dim=1))
         return self.fuse(aligned)
+
+    def forward(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        """Everything for one batch of pairs, nothing shared between calls."""
+        n = x0.shape[0]
+        levels = self.features(torch.cat([x0, x1], dim=0))
+        a: List[Tensor] = []
+        b: List[Tensor] = []
+        for level in levels:
+            a.append(level[:n])
+            b.append(level[n:])
+        flow01, flow10 = self.flows(a, b)
+        return self.synthesize(a, b, flow01, flow10, t)
 
 
 def pad_to(x: Tensor, align: int) -> tuple[Tensor, tuple[int, int, int, int]]:

@@ -18,6 +18,8 @@ from fractions import Fraction
 
 import torch
 
+from ..common import checks
+
 STRATEGIES = ("auto", "single_shot", "bisection")
 HALF = Fraction(1, 2)
 
@@ -59,9 +61,7 @@ class Job:
 
 def as_rate(value: float, input_name: str) -> Fraction:
     """A frame rate as an exact fraction of its decimal text (23.976 -> 2997/125)."""
-    if not value or value <= 0 or not math.isfinite(value):
-        raise ValueError(f"{input_name}: must be a positive frame rate, got {value}.")
-    return Fraction(repr(float(value))).limit_denominator(10**6)
+    return Fraction(repr(checks.positive(input_name, value))).limit_denominator(10**6)
 
 
 def multiplier_times(count: int, multiplier: int) -> list[Fraction]:
@@ -82,8 +82,12 @@ def rate_times(count: int, source_fps: Fraction, target_fps: Fraction) -> list[F
             "frames. Raise target_fps, or drop frames with a frame-rate node after this one."
         )
     step = source_fps / target_fps  # output period in input frames
-    total = math.ceil(count * target_fps / source_fps)
-    return [k * step for k in range(total)]
+    return [k * step for k in range(rate_count(count, source_fps, target_fps))]
+
+
+def rate_count(count: int, source_fps: Fraction, target_fps: Fraction) -> int:
+    """The number of output frames of :func:`rate_times` (known before the times are made)."""
+    return math.ceil(count * target_fps / source_fps)
 
 
 def dyadic(t: Fraction, depth: int) -> Fraction:
@@ -151,8 +155,29 @@ def schedule(frames: list[OutFrame], strategy: str) -> dict[int, list[list[Job]]
 
 
 def call_count(jobs: dict[int, list[list[Job]]]) -> int:
-    """The number of model calls in ``jobs``."""
+    """The number of frames the model makes in ``jobs`` (one synthesis each)."""
     return sum(len(level) for levels in jobs.values() for level in levels)
+
+
+# Relative cost of the model's parts, from a CPU fp32 profile of whole calls at 576 x 320 (issue 13):
+# 22-26 % features of the two frames, 31-33 % the two flows of the pair, 39-43 % fusion.
+COST = {"features": 0.12, "flows": 0.32, "synthesize": 0.41}
+
+
+def work(jobs: dict[int, list[list[Job]]]) -> dict[str, int]:
+    """How often each part of the model runs when shared as far as ``jobs`` allow: features once per frame
+    used (input or made), flows once per pair of known frames, synthesis once per frame made."""
+    calls = [j for levels in jobs.values() for level in levels for j in level]
+    return {
+        "features": len({j.pair + e for j in calls for e in (j.a, j.b)}),
+        "flows": len({(j.pair + j.a, j.pair + j.b) for j in calls}),
+        "synthesize": len(calls),
+    }
+
+
+def cost(jobs: dict[int, list[list[Job]]]) -> float:
+    """The relative cost of ``jobs`` (see :data:`COST`)."""
+    return sum(COST[part] * n for part, n in work(jobs).items())
 
 
 @dataclass
@@ -167,11 +192,14 @@ class Plan:
     def report(self, fps: Fraction | None) -> dict:
         """A JSON-ready summary (the node's ``timing`` output)."""
         errors = [abs(f.time - f.requested) for f in self.frames if not f.hold]
+        done = work(self.jobs)
         return {
             "strategy": self.strategy,
             "output_frames": len(self.frames),
             "output_fps": float(fps) if fps else None,
             "model_calls": call_count(self.jobs),
+            "feature_frames": done["features"],
+            "flow_pairs": done["flows"],
             "interpolated_frames": sum(f.needs_model for f in self.frames),
             "max_time_error_frames": float(max(errors, default=0)),
             "scene_cuts_after_frames": self.cut_pairs,
@@ -190,7 +218,9 @@ def make_plan(
     """Choose the strategy and lay out the frames and model calls.
 
     ``auto`` bisects when the weights ignore t, and also when every target is already dyadic and bisection
-    costs no more calls (t = 1/2 is what FILM was trained on); otherwise it calls the model once per frame.
+    costs no more (t = 1/2 is what FILM was trained on; in practice only at x2, where both are the same calls:
+    bisection needs the flows and features of every midpoint it makes, a single shot shares one pair's flows
+    among all its times); otherwise it makes each frame in one shot.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}.")
@@ -210,7 +240,7 @@ def make_plan(
             single = schedule(exact, "single_shot")
             if all(is_dyadic(f.t, bisect_depth) for f in exact):
                 bisect = schedule(exact, "bisection")
-                if call_count(bisect) <= call_count(single):
+                if cost(bisect) <= cost(single):
                     return Plan(exact, "bisection", bisect, cuts)
             return Plan(exact, "single_shot", single, cuts)
     frames = hold_cuts(place(times, count, bisect_depth if strategy == "bisection" else None), cut_pairs)

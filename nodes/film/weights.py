@@ -3,7 +3,9 @@
 The released files (``film_net_fp32.pt`` / ``film_net_fp16.pt``) are TorchScript archives. Plain
 ``torch.load`` refuses them since torch 2.6 (``weights_only``), and running their code ties a
 workflow to the torch that exported them. :func:`convert` reads one once with ``torch.jit.load``
-and writes its 82 tensors to a ``.safetensors`` file; :func:`load_model` reads only safetensors.
+(which runs code from the file) and writes its 82 tensors to a ``.safetensors`` file; :func:`load_file`
+reads only safetensors: the pack's converted files and ComfyUI core's ``frame_interpolation`` FILM files
+(:func:`from_core_layout`), which hold the same tensors under other names.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .model import FilmConfig, FilmNet
 RELEASES = "https://github.com/dajes/frame-interpolation-pytorch/releases/download"
 RELEASE_TAG = "v1.0.2"
 DEFAULT_NAME = "film_net_fp32.safetensors"
+CORE_FILE_URL = "https://huggingface.co/Comfy-Org/frame_interpolation/resolve/main/frame_interpolation/film_net_fp16.safetensors"
 FORMAT = "film_net"
 TIME_INPUT = ("honoured", "ignored")
 JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
@@ -39,12 +42,7 @@ def config_from_shapes(state: dict[str, torch.Tensor]) -> FilmConfig:
     missing = sorted(set(keys) - set(state))
     unexpected = sorted(set(state) - set(keys))
     if missing or unexpected:
-        raise ValueError(
-            "not a FILM (film_net) state dict: "
-            + (f"missing {len(missing)} key(s) such as {missing[:3]}" if missing else "")
-            + ("; " if missing and unexpected else "")
-            + (f"{len(unexpected)} unexpected key(s) such as {unexpected[:3]}" if unexpected else "")
-        )
+        raise ValueError(key_problems("FILM (film_net)", missing, unexpected))
     head = "predict_flow._predictors.{}._convs.0.0.weight"
     return FilmConfig(
         filters=state["extract.extract_sublevels.convs.0.0.0.weight"].shape[0],
@@ -55,6 +53,77 @@ def config_from_shapes(state: dict[str, torch.Tensor]) -> FilmConfig:
             state["predict_flow._predictor._convs.0.0.weight"].shape[0],
         ),
     )
+
+
+# ComfyUI core (comfy_extras/frame_interpolation_models/film_net.py) builds the same tree with the same
+# module indices (flow heads and decoder stages coarse to fine, as the release), but its conv unit keeps the
+# nn.Conv2d as attribute ``conv`` where the release's keeps it as child ``0``; ``fuse.output_conv`` is a
+# plain conv in both. So every key but the output conv's differs in that one part.
+CORE_PROBE = "extract.extract_sublevels.convs.0.0.conv.weight"
+
+
+def core_key(key: str) -> str:
+    """Core's name for a release key: ``<unit>.0.weight`` -> ``<unit>.conv.weight``."""
+    if key.startswith("fuse.output_conv."):
+        return key
+    unit, index, param = key.rsplit(".", 2)
+    if index != "0":
+        raise ValueError(f"{key}: not a conv unit parameter")
+    return f"{unit}.conv.{param}"
+
+
+def core_key_table() -> dict[str, str]:
+    """Core key -> release key, for the 82 tensors."""
+    return {core_key(k): k for k in official_keys()}
+
+
+def is_core_layout(state: dict) -> bool:
+    """True when more of ``state``'s keys follow core's names than the release's."""
+    table = core_key_table()
+    return sum(k in table for k in state) > sum(k in table.values() for k in state)
+
+
+def from_core_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A core-layout state dict under the release names; every key mapped, none left over."""
+    table = core_key_table()
+    missing = sorted(set(table) - set(state))
+    unexpected = sorted(set(state) - set(table))
+    if missing or unexpected:
+        raise ValueError(key_problems("ComfyUI core FILM", missing, unexpected))
+    return {table[k]: v for k, v in state.items()}
+
+
+def key_problems(what: str, missing: list[str], unexpected: list[str]) -> str:
+    """The error for a state dict with missing or extra keys, naming them."""
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:4])}"
+                     f"{' ...' if len(unexpected) > 4 else ''}")
+    return f"not a {what} state dict: " + "; ".join(parts)
+
+
+def from_interp_model(interp_model, dtype: torch.dtype = torch.float32) -> FilmNet:
+    """Our model from core's ``INTERP_MODEL`` (a ModelPatcher whose ``.model`` is core's FILMNet); its code
+    applies t, so the copy honours t."""
+    module = getattr(interp_model, "model", None)
+    if not isinstance(module, torch.nn.Module):
+        raise ValueError(
+            f"interp_model: expected the INTERP_MODEL of ComfyUI's Load Frame Interpolation Model, got "
+            f"{type(interp_model).__name__}."
+        )
+    state = module.state_dict()
+    if CORE_PROBE not in state:
+        raise ValueError(
+            f"interp_model: {type(module).__name__} is not a FILM model (RIFE?); FILM Interpolate runs FILM only. "
+            "Load film_net_fp16.safetensors or film_net_fp32.safetensors in Load Frame Interpolation Model, or "
+            "disconnect interp_model to use model_name."
+        )
+    try:
+        return build(from_core_layout({k: v.detach().to("cpu") for k, v in state.items()}), dtype=dtype)
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"interp_model: {e}") from None
 
 
 def build(state: dict[str, torch.Tensor], honours_t: bool = True, dtype: torch.dtype = torch.float32) -> FilmNet:
@@ -148,9 +217,11 @@ def convert(src: str, dst: str | None = None, time_input: str = "probe") -> str:
 def missing_message(name: str) -> str:
     """The error for absent FILM weights: where to download them and how to convert them."""
     folders = host.model_dirs("film")
+    core = host.model_dirs("frame_interpolation")
     stem = os.path.splitext(name)[0]
     return (
-        f"model_name: the FILM weights '{name}' are not in {' or '.join(folders)}. Download "
+        f"model_name: the FILM weights '{name}' are not in {' or '.join(folders + core)}. Either put ComfyUI's "
+        f"own FILM file ({CORE_FILE_URL}) into {core[0]}, or download "
         f"{RELEASES}/{RELEASE_TAG}/film_net_fp32.pt (v1.0.2 honours t; v1.0.0 always makes the midpoint) "
         f"into {folders[0]}, then convert it once: python -m comfyui_webtv convert-film "
         f"{os.path.join(folders[0], 'film_net_fp32.pt')} {os.path.join(folders[0], stem + '.safetensors')}"
@@ -173,9 +244,30 @@ def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
     return state, metadata
 
 
+def is_film_file(path: str) -> bool:
+    """True when a safetensors file's header names FILM tensors in either layout (RIFE files are not)."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            keys = set(f.keys())
+    except Exception as e:
+        if host.is_interrupt(e):
+            raise
+        return False
+    return CORE_PROBE in keys or "extract.extract_sublevels.convs.0.0.0.weight" in keys
+
+
+def names() -> list[str]:
+    """Weight names to offer: the film folders' files, then core's frame_interpolation FILM files."""
+    own = host.list_models("film")
+    core = [n for n in host.list_models("frame_interpolation")
+            if n not in own and is_film_file(host.find_model("frame_interpolation", n))]
+    return sorted(own, key=lambda n: (not n.endswith(".safetensors"), n)) + core
+
+
 def find(name: str) -> str:
-    """The path of weight file ``name`` in the film folders, or an error saying where to get it."""
-    path = host.find_model("film", name)
+    """The path of weight file ``name`` in the film folders or core's frame_interpolation folders, or an error
+    saying where to get it."""
+    path = host.find_model("film", name) or host.find_model("frame_interpolation", name)
     if path is None:
         raise FileNotFoundError(missing_message(name))
     if not path.endswith(".safetensors"):
@@ -188,11 +280,13 @@ def find(name: str) -> str:
 
 
 def load_file(path: str, dtype: torch.dtype = torch.float32) -> FilmNet:
-    """Build the model from a converted safetensors file (strict keys and shapes)."""
+    """Build the model from a converted file or a core FILM file (strict keys and shapes, fp16 or fp32)."""
     state, metadata = read_safetensors(path)
     if metadata.get("format", FORMAT) != FORMAT:
         raise ValueError(f"model_name: {path} is a {metadata['format']!r} file, not FILM film_net weights.")
     try:
+        if is_core_layout(state):  # core's code applies t
+            return build(from_core_layout(state), dtype=dtype)
         return build(state, honours_t=metadata.get("time_input", "honoured") == "honoured", dtype=dtype)
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"model_name: {path} does not hold FILM film_net weights: {e}") from None
