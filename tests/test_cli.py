@@ -270,6 +270,7 @@ def hub_repos(tiny_models_dir) -> dict[str, dict[str, bytes]]:
     for files in repos.values():
         files["README.md"] = b"# model card\n"
     repos["cerspense/zeroscope_v2_576w"]["zs2_576w/text2video_pytorch_model.pth"] = b"\0" * 4096
+    repos["cerspense/zeroscope_v2_576w"]["zs2_576w/open_clip_pytorch_model.safetensors"] = b"\0" * 4096
     unet = repos["cerspense/zeroscope_v2_XL"]
     unet[BIG] = _padded_safetensors(unet[BIG], 24 << 20)
     repos["facebook/musicgen-small"]["state_dict.bin"] = b"\0" * 4096

@@ -99,11 +99,13 @@ def download(name: str, folder: str | None = None) -> str:
 
 
 def _weight_patterns(repo: str) -> list[str]:
-    """What to fetch: configs, tokenizer files and the safetensors weights, or the .bin ones where none exist."""
+    """What to fetch: each component sub-folder's configs, tokenizer files and safetensors weights (the .bin
+    ones where none exist); never the original uploads beside them (zs2_576w/: 4.8 GB the loader does not read)."""
     from huggingface_hub import list_repo_files
 
-    weights = "*.safetensors" if any(f.endswith(".safetensors") for f in list_repo_files(repo)) else "*.bin"
-    return ["*.json", "*.txt", weights]
+    files = list_repo_files(repo)
+    ext = "safetensors" if any(f.split("/")[0] in COMPONENTS and f.endswith(".safetensors") for f in files) else "bin"
+    return [f"{sub}/{pattern}" for sub in COMPONENTS for pattern in ("*.json", "*.txt", f"*.{ext}")]
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
