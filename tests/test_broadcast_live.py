@@ -242,3 +242,28 @@ def test_bad_inputs_are_refused_clearly(output_dir, clips, monkeypatch):
     with pytest.raises(ValueError, match="no channel named 'nope'"):
         ChannelStatus().status("nope")
     assert channel_ffmpegs() == []
+
+
+def test_stream_key_is_on_no_command_line(nginx, clips, monkeypatch):
+    """The key reaches the server (nginx logs it as the stream name) but no process's argv, child or not."""
+    import psutil
+
+    key = "k3y-never-on-argv-7f2c"
+    monkeypatch.setenv("WEBTV_KEY_ARGV_TEST", key)
+    start_channel(playlist_of(clips["red"], clips["lime"]), f"rtmp://127.0.0.1:{nginx.port}/live/${{WEBTV_KEY_ARGV_TEST}}", preview=True)
+    wait_for(lambda: [o["state"] for o in status()["outputs"]] == ["live", "live"], 15, "both outputs live")
+    children = psutil.Process().children(recursive=True)
+    assert len(children) >= 3  # the encoder, the publisher, the HLS ffmpeg (and clip decoders)
+    seen = 0
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue  # ended meanwhile
+        seen += 1
+        assert key.encode() not in cmdline, f"the stream key is on the command line of process {pid}"
+    assert seen > len(children)
+    assert key not in json.dumps(status())
+    ChannelStop().stop("test")
+    assert any(f'"{key}"' in line for line in nginx.publishes()), nginx.publishes()  # it was used, as the stream name
