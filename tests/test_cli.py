@@ -382,3 +382,25 @@ def test_film_release_file_resumes_and_converts(tiny_models_dir, tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
         download.fetch_film("film_net_fp32.safetensors", str(tmp_path / "elsewhere"))
+
+
+@pytest.mark.slow
+def test_run_with_download_fetches_then_airs_on_the_downloaded_models(hub_repos, tiny_models_dir, tmp_path):
+    """``run --download`` into a named, empty models folder: the models come from the Hub stand-in, and the
+    station runs on them (no tiny fallback), at small sizes given on the command line."""
+    standin = HubStandIn(hub_repos)
+    models_dir = tmp_path / "models"
+    _with_film(tiny_models_dir, models_dir)
+    small = ["--width", "64", "--height", "64", "--xl-width", "128", "--xl-height", "96", "--steps", "2", "--frames", "8",
+             "--channel-width", "320", "--channel-height", "180"]
+    try:
+        out = _python("-m", "comfyui_webtv", "run", "--download", "--models", str(models_dir), "--shots", "1", "--on-air", "1",
+                      "--llm", "template", *small, env=_hub_env(standin, tmp_path), cwd=str(tmp_path))
+    finally:
+        standin.close()
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["tiny_models"] is False and "TINY RANDOM MODELS" not in out.stderr
+    assert len(summary["clips"]) == 1 and summary["channel"]["state"] == "stopped"
+    assert (models_dir / "zeroscope" / "zeroscope_v2_XL" / BIG).read_bytes() == hub_repos["cerspense/zeroscope_v2_XL"][BIG]
+    assert any(p.endswith("/revision/main") for _, p, _ in standin.requests)
