@@ -280,7 +280,7 @@ def test_clip_cut_short_on_air_reports_frames_sent(output_dir):
     try:
         _wait(lambda: len(channel.status()["history"]) >= 2, 20, "the clip to end", "cut")
         entry = channel.status()["history"][0]
-        assert entry["frames"] == 24 and entry["expected_frames"] == 144 and entry["completed"] is False, entry
+        assert entry["frames"] == 24 and entry["completed"] is False and entry["expected_frames"] == 144, entry
         assert "ended after 24 of 144 frames" in channel.status()["last_error"]
     finally:
         channels.stop("cut")
