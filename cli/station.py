@@ -201,9 +201,6 @@ def choose_models(args, needs: list[tuple[str, str]]) -> bool:
 
     explicit = args.models is not None
     folder = os.path.abspath(args.models or "models")
-    if explicit and not os.path.isdir(folder) and not args.download:
-        raise UsageError(f"--models {args.models}: no such folder; give the folder holding zeroscope/, film/ and musicgen/, "
-                         "add --download to fetch the models into it, or leave --models out to try the station on tiny random models")
     host.configure(models_dir=folder)
     missing = [(kind, name) for kind, name in needs if not download.complete(kind, name)]
     if missing and args.download:
@@ -304,9 +301,9 @@ class Terminal:
 
 
 def prepare(args) -> tuple[dict, bool, str]:
-    """Everything checked, nothing loaded: (graph, tiny models, run folder relative to the output folder)."""
-    from ..nodes import host
+    """Everything checked, nothing loaded: (graph, tiny models, run folder relative to the output folder).
 
+    The checks that need no import come first, so most mistakes are answered at once."""
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"--output {args.output}: is a file; give a folder (it is created when missing)")
@@ -314,12 +311,9 @@ def prepare(args) -> tuple[dict, bool, str]:
         raise UsageError(f"--tiny-dir {args.tiny_dir}: is a file; give a folder")
     if not os.path.isfile(args.workflow):
         raise UsageError(f"--workflow {args.workflow}: no such file")
-    if args.download:
-        from ..nodes.common.hub import offline
-
-        if offline():
-            raise UsageError("--download: HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it or leave --download out")
-    host.configure(output_dir=output)
+    if args.models is not None and not os.path.isdir(args.models) and not args.download:
+        raise UsageError(f"--models {args.models}: no such folder; give the folder holding zeroscope/, film/ and musicgen/, "
+                         "add --download to fetch the models into it, or leave --models out to try the station on tiny random models")
     stations = os.path.join(output, *STATION_FOLDER.split("/"))
     if args.resume:
         if not os.path.isfile(os.path.join(stations, args.resume, "channel.ffconcat")):
@@ -334,6 +328,13 @@ def prepare(args) -> tuple[dict, bool, str]:
             n += 1
         run_id += f"-{n}" if n > 1 else ""
     run_dir = f"{STATION_FOLDER}/{run_id}"
+    from ..nodes import host
+    from ..nodes.common.hub import offline
+
+    if args.download and offline():
+        raise UsageError("--download: HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it or leave --download out")
+    quiet_libraries()
+    host.configure(output_dir=output)
     graph = station_graph(args, tiny=False, run_dir=run_dir)  # every value checked before a model is looked for
     check_outputs(graph)
     tiny = choose_models(args, needed_models(graph))
@@ -344,7 +345,6 @@ def prepare(args) -> tuple[dict, bool, str]:
 
 
 def run(args) -> int:
-    quiet_libraries()
     try:
         api, tiny, run_dir = prepare(args)
     except UsageError as e:
