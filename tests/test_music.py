@@ -1,23 +1,34 @@
 """MusicGen on tiny random models in the Hugging Face layout: loading, exact durations, windowed
-continuation, melody, muxing into the mp4, both backends' dispatch, and bad input."""
+continuation, melody, muxing into the mp4, both backends' dispatch, and bad input.
+
+Marked ``oldest``: CI runs these also under the oldest transformers the requirements allow."""
 
 from __future__ import annotations
 
 import importlib.util
+import functools
 import json
+import logging
 import math
 import os
 import shutil
 import subprocess
+import sys
+import textwrap
+import warnings
 
 import av
 import pytest
 import torch
+import transformers
+from safetensors.torch import load_file
 
 from comfyui_webtv.nodes import host
 from comfyui_webtv.nodes.broadcast.nodes import SaveVideo
 from comfyui_webtv.nodes.music import backends, chroma, generate, loader, sampling
 from comfyui_webtv.nodes.music.nodes import FitAudioToVideo, MusicGen, MusicGenLoader
+
+pytestmark = pytest.mark.oldest
 
 # widgets of the MusicGen node after model and prompt, in order
 DEFAULTS = dict(duration_mode="seconds", seconds=0.3, fps=8.0, guidance=3.0, temperature=1.0, top_k=250, top_p=0.0,
@@ -289,14 +300,36 @@ def test_music_in_the_mp4_lasts_as_long_as_the_video(small, fps, frames):
     "overrides,match",
     [
         (dict(prompt="  "), "prompt: is empty"),
-        (dict(seconds=0.0), "seconds: must be more than 0"),
-        (dict(seconds=-2.0), "seconds: must be more than 0"),
+        (dict(prompt=12), "prompt: expected text, got int"),
+        (dict(seconds=0.0), "seconds: must be above 0"),
+        (dict(seconds=-2.0), "seconds: must be above 0"),
+        (dict(seconds=math.nan), "seconds: must be a finite number"),
+        (dict(seconds=math.inf), "seconds: must be a finite number"),
+        (dict(seconds=1e9), "seconds: must be at most 3600"),
         (dict(duration_mode="match video"), "video: duration_mode is 'match video' but no video"),
         (dict(duration_mode="match video", video=torch.rand(4, 4, 3)), "video: expected an IMAGE"),
-        (dict(duration_mode="match video", video=torch.rand(2, 4, 4, 3), fps=0.0), "fps: must be positive"),
+        (dict(duration_mode="match video", video=torch.rand(2, 4, 4, 3), fps=0.0), "fps: must be at least 0.1"),
+        (dict(duration_mode="match video", video=torch.rand(2, 4, 4, 3), fps=math.nan), "fps: must be a finite number"),
+        (dict(duration_mode="match video", video=torch.rand(2, 4, 4, 3), fps=-math.inf), "fps: must be a finite number"),
+        (dict(duration_mode="match video", video=torch.rand(2, 4, 4, 3), fps=1e-300), "fps: must be at least 0.1"),
+        (dict(guidance=math.nan), "guidance: must be a finite number"),
+        (dict(guidance=math.inf), "guidance: must be a finite number"),
+        (dict(temperature=math.nan), "temperature: must be a finite number"),
+        (dict(temperature=-1.0), "temperature: must be at least 0"),
+        (dict(top_p=math.nan), "top_p: must be a finite number"),
+        (dict(top_p=2.0), "top_p: must be at most 1"),
+        (dict(top_k=-1), "top_k: must be at least 0"),
+        (dict(top_k=2.5), "top_k: 2.5 is not a whole number"),
+        (dict(seed=-1), "seed: must be at least 0"),
+        (dict(seed=2**64), "seed: must be at most"),
+        (dict(window_seconds=math.nan), "window_seconds: must be a finite number"),
+        (dict(window_seconds=0.0), "window_seconds: must be at least 1"),
+        (dict(context_seconds=math.inf), "context_seconds: must be a finite number"),
         (dict(context_seconds=30.0), "context_seconds: 30.0 s must be shorter than the window"),
         (dict(melody={"waveform": torch.zeros(1, 1, 100), "sample_rate": 32000}), "melody: 'musicgen-small' is not a melody model"),
         (dict(melody={"waveform": torch.zeros(100), "sample_rate": 32000}), "melody: waveform must be"),
+        (dict(melody={"waveform": torch.zeros(1, 1, 100), "sample_rate": math.nan}), "melody sample_rate: must be a finite number"),
+        (dict(melody={"waveform": torch.zeros(1, 1, 100), "sample_rate": 0}), "melody sample_rate: must be above 0"),
     ],
 )
 def test_bad_input_is_named(small, overrides, match):
@@ -324,3 +357,177 @@ def test_sampler_matches_transformers_generate(tiny_env, name, monkeypatch):
         reference = model.model.generate(**tokens, **extra, do_sample=False, guidance_scale=3.0, max_new_tokens=8 + 3)
         codes = model.generate_codes(model.condition([text], True, melody), start, 8, greedy)
         assert torch.equal(model.decode(codes), reference)
+
+
+# ---------------------------------------------------------------- across transformers releases
+
+
+class _Records(logging.Handler):
+    """What transformers logs (its loggers do not propagate to the root, so caplog misses them)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_loads_with_the_dtype_keyword_of_the_installed_transformers(tiny_env):
+    """from_pretrained takes `torch_dtype` before transformers 4.56 and `dtype` after (the other raises or warns)."""
+    from comfyui_webtv.nodes.common.compat import pretrained_dtype
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    expected = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    assert pretrained_dtype(torch.float16) == {expected: torch.float16}
+    folder = os.path.join(tiny_env["models"], "musicgen", "musicgen-small")
+    transformers.utils.logging.warning_once.cache_clear()
+    records = _Records()
+    logging.getLogger("transformers").addHandler(records)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # an unknown or deprecated keyword must not pass silently either
+            model = loader.load_transformers(folder, torch.bfloat16)
+    finally:
+        logging.getLogger("transformers").removeHandler(records)
+    said = [str(w.message) for w in caught] + records.messages
+    assert not [m for m in said if "dtype" in m], said
+    assert next(model.model.decoder.parameters()).dtype == torch.bfloat16
+    assert torch.get_default_dtype() == torch.float32
+
+
+@pytest.mark.parametrize("name", ["musicgen-small", "musicgen-melody"])
+def test_kv_cache_uses_the_api_of_the_installed_transformers_without_deprecations(tiny_env, name):
+    """transformers 5.x takes the decoder's cache as `cache=` (`past_key_values=` goes through a shim that
+    warns); 4.x only knows `past_key_values=`. Either way: no deprecation, and the cache really is reused."""
+    model = loader.load_cached(name)
+    body = model.model.decoder.model
+    assert backends.cache_keyword(body) == ("cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values")
+    transformers.utils.logging.warning_once.cache_clear()  # a warning logged once before must show again
+    records = _Records()
+    library = logging.getLogger("transformers")
+    library.addHandler(records)
+    calls = []
+    original = body.forward
+
+    @functools.wraps(original)  # keeps the signature the backend reads
+    def spy(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[-1])
+        return original(*args, **kwargs)
+
+    body.forward = spy
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            melody = torch.sin(torch.arange(20000) / 7.0)[None] if model.supports_melody else None
+            codes = model.generate_codes(model.condition(["lofi"], True, melody), torch.zeros(1, 4, 0, dtype=torch.long), 6,
+                                         sampling.Sampling())
+    finally:
+        del body.forward
+        library.removeHandler(records)
+    assert codes.shape == (1, 4, 6)
+    assert calls == [1] * 9  # one position per step: the cache carries everything before
+    said = [str(w.message) for w in caught] + records.messages
+    assert not [m for m in said if "deprecat" in m.lower() or "past_key_values" in m], said
+
+
+def test_encodec_decodes_in_fp32_under_an_fp16_language_model(tiny_env):
+    """audiocraft's fp16 autocast covers only the language model; EnCodec decodes in fp32, with the
+    checkpoint's fp32 weights."""
+    folder = os.path.join(tiny_env["models"], "musicgen", "musicgen-small")
+    half = loader.load_transformers(folder, torch.float16)
+    full = loader.load_transformers(folder, torch.float32)
+    assert {p.dtype for p in half.model.decoder.parameters()} == {torch.float16}
+    assert {p.dtype for p in half.model.audio_encoder.parameters()} == {torch.float32}
+    stored = {k: v for k, v in load_file(os.path.join(folder, "model.safetensors")).items() if k.startswith("audio_encoder.")}
+    state = half.model.state_dict()
+    assert stored and all(torch.equal(state[k], v) for k, v in stored.items())  # not rounded through fp16
+    codes = torch.randint(0, 2048, (1, 4, 25), generator=torch.Generator().manual_seed(1))
+    audio = half.decode(codes)
+    assert audio.dtype == torch.float32 and torch.equal(audio, full.decode(codes))
+
+
+# ---------------------------------------------------------------- melody windows, prompt bounds
+
+
+def test_every_later_window_is_conditioned_on_a_full_window_of_looped_melody(tiny_env, monkeypatch):
+    """audiocraft's extension (MusicGen._generate_tokens): the first window gets the melody as given; a later one
+    starting at time_offset gets int(max_duration * sample_rate) samples of the melody looped from
+    int(time_offset * sample_rate), the last, shorter window too."""
+    model = loader.load_cached("musicgen-melody")
+    seen = []
+    original = model.condition
+    monkeypatch.setattr(model, "condition", lambda p, g, m=None: (seen.append(m), original(p, g, m))[1])
+    melody = torch.randn(1, 9000)
+    window_seconds, windows = 0.4, []
+    generate.generate_music(
+        model, ["x"], 30000, sampling.Sampling(), 0, generate.Windowing(window=window_seconds, context=0.1),
+        melody=melody, on_window=lambda s, e, c: windows.append(s),
+    )
+    assert windows == [0, 15, 30] and seen[0] is None  # the first call only sizes the conditioning
+    for start, got in zip(windows, seen[1:]):
+        if start == 0:
+            expected = melody
+        else:
+            time_offset = start / 50  # frames at 50 Hz
+            first = int(time_offset * 32000)
+            wanted = int(window_seconds * 32000)
+            expected = torch.stack([melody[0, (first + i) % 9000] for i in range(wanted)])[None]
+        assert torch.equal(got, expected), start
+
+
+def test_a_long_melody_is_cut_to_what_the_chroma_window_sees(tiny_env, monkeypatch):
+    """Only chroma_length chroma frames condition a window; computing fewer samples must not change them."""
+    model = loader.load_cached("musicgen-melody")
+    length = model.model.config.chroma_length
+    melody = torch.randn(1, 32000 * 40)
+    computed = []
+    original = chroma.chromagram
+    monkeypatch.setattr(chroma, "chromagram", lambda *a, **k: computed.append(original(*a, **k)) or computed[-1])
+    model.condition(["x"], False, melody)
+    (notes,) = computed
+    whole = original(melody, 32000, 16384, 4096)
+    assert whole.shape[1] > notes.shape[1] >= length and torch.equal(notes[:, :length], whole[:, :length])
+
+
+def test_prompts_are_bounded_by_the_tokenizer_limit(small):
+    """A 100k-character prompt once asked T5 for 32 GB of attention; prompts are now refused, by
+    characters at the node and by tokens (the tokenizer's 512) in the engine, before any model runs."""
+    with pytest.raises(ValueError, match="prompt: 100000 characters is more than"):
+        music(small, "lofi " * 20000)
+    long = "warm piano " * 1500  # under the character bound, far over 512 tokens
+    with pytest.raises(ValueError, match=r"prompt: is \d+ tokens long; musicgen-small's text encoder reads at most 512"):
+        music(small, long)
+    with pytest.raises(ValueError, match="at most 512"):
+        generate.generate_music(small, [long], 640, sampling.Sampling(), 0)
+    fits = " ".join(["lofi"] * 100)
+    assert small.tokenizer(fits).input_ids.__len__() <= 512
+    assert music(small, fits, seconds=0.05)["waveform"].shape == (1, 1, 1600)
+
+
+def test_a_huge_prompt_allocates_nothing_large(tiny_env):
+    """Peak memory of a fresh process given the 100k-character prompt, address space capped so that a
+    regression fails instead of taking the machine."""
+    code = textwrap.dedent("""
+        import json, resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+        import torch
+        torch.set_num_threads(1)
+        from comfyui_webtv.nodes.music import loader
+        from comfyui_webtv.nodes.music.nodes import MusicGen
+        model = loader.load_transformers(sys.argv[1])
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            MusicGen().generate(model, "lofi " * 20000, "seconds", 1.0, 8.0, 3.0, 1.0, 250, 0.0, 0, 30.0, 12.0)
+            error = None
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(json.dumps({"error": error, "grown_kib": grown}))
+    """)
+    folder = os.path.join(tiny_env["models"], "musicgen", "musicgen-small")
+    out = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["error"].startswith("ValueError: prompt:"), result
+    assert result["grown_kib"] < 256 * 1024, result

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -24,7 +28,8 @@ def test_video_samples_are_exact(frames, fps, rate, expected):
     assert fit.video_samples(frames, fps, rate) == expected
 
 
-@pytest.mark.parametrize("src,dst", [(32000, 48000), (32000, 44100), (48000, 32000), (44100, 48000)])
+@pytest.mark.parametrize("src,dst", [(32000, 48000), (32000, 44100), (48000, 32000), (44100, 48000), (44101, 48000),
+                                     (48000, 44101), (22050, 44100)])
 def test_resample_keeps_a_tone_and_gives_the_exact_length(src, dst):
     wave = sine(1000.0, src, 0.25)
     out = fit.resample(wave, src, dst)
@@ -33,6 +38,39 @@ def test_resample_keeps_a_tone_and_gives_the_exact_length(src, dst):
     edge = dst // 100  # the filter sees zeros past both ends
     error = (out - expected)[..., edge:-edge].abs().max().item()
     assert error < 1e-4, error
+
+
+@pytest.mark.parametrize("src,dst", [(32000, 44100), (48000, 32000)])
+def test_both_resampling_paths_give_the_same_samples(src, dst, monkeypatch):
+    """Rates with a large filter bank go output by output; on common rates that path must agree with the
+    polyphase convolution."""
+    wave = torch.randn(2, 2, 5000, generator=torch.Generator().manual_seed(0))
+    polyphase = fit.resample(wave, src, dst)
+    monkeypatch.setattr(fit, "POLYPHASE_TAPS", 0)
+    monkeypatch.setattr(fit, "GATHER_BLOCK", 777)  # blocks that do not divide the length
+    assert torch.allclose(fit.resample(wave, src, dst), polyphase, atol=1e-5)
+
+
+def test_resampling_memory_follows_the_audio_not_the_rates(tmp_path):
+    """44101 -> 48000 once built a 48000 x 44155 filter bank (8.5 GB, 17 GB at its peak). A fresh process,
+    address space capped so that a regression fails instead of taking the machine, fits 2 s of it."""
+    code = textwrap.dedent("""
+        import json, resource
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+        import torch
+        torch.set_num_threads(1)
+        from comfyui_webtv.nodes.music import fit
+        audio = {"waveform": torch.randn(1, 2, 2 * 44101), "sample_rate": 44101}
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out = fit.fit_audio_to_video(audio, 48, 24.0, 48000)["waveform"]
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(json.dumps({"shape": list(out.shape), "finite": bool(torch.isfinite(out).all()), "grown_kib": grown}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["shape"] == [1, 2, 96000] and result["finite"]
+    assert result["grown_kib"] < 128 * 1024, result  # the audio is 1.4 MB; the old filter bank alone 8.5 GB
 
 
 def test_resample_removes_what_the_new_rate_cannot_hold():
@@ -102,11 +140,19 @@ def test_any_channel_count_becomes_stereo(channels):
     [
         ([1, 2, 3], {}, "audio: expected ComfyUI AUDIO"),
         ({"waveform": torch.zeros(2, 100), "sample_rate": 48000}, {}, "audio: waveform must be"),
-        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 0}, {}, "audio: sample_rate must be positive"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 0}, {}, "audio sample_rate: must be above 0"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": math.nan}, {}, "audio sample_rate: must be a finite number"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": math.inf}, {}, "audio sample_rate: must be a finite number"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"sample_rate": "nan"}, "sample_rate: 'nan' is not a broadcast"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"sample_rate": math.inf}, "sample_rate: inf is not a broadcast"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"fade_out": math.nan}, "fade_out: must be a finite number"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"fade_in": math.inf}, "fade_in: must be a finite number"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"fps": math.nan}, "fps: must be a finite number"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"fps": math.inf}, "fps: must be a finite number"),
         ({"waveform": torch.zeros(1, 2, 0), "sample_rate": 48000}, {}, "audio: is empty"),
         ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"sample_rate": 22050}, "sample_rate: 22050"),
-        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"fade_in": -1.0}, "fade_in: must be 0 or more"),
-        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"fps": 0.0}, "fps: must be positive"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"fade_in": -1.0}, "fade_in: must be at least 0"),
+        ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"fps": 0.0}, "fps: must be at least 0.1"),
         ({"waveform": torch.zeros(1, 2, 100), "sample_rate": 48000}, {"when_shorter": "stretch"}, "when_shorter: 'stretch'"),
     ],
 )

@@ -20,6 +20,8 @@ from .sampling import Sampling
 
 # MusicGen was trained on 30-second segments; no window is longer.
 TRAINED_WINDOW_SECONDS = 30.0
+# T5's limit where a tokenizer states none (facebook/musicgen-* state 512).
+PROMPT_TOKENS = 512
 
 
 class MusicModel:
@@ -107,6 +109,13 @@ class TransformersMusicGen(MusicModel):
         model, device = self.model, self.device
         dtype = next(model.decoder.parameters()).dtype
         tokens = self.tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
+        limit = self.tokenizer.model_max_length
+        limit = limit if 0 < limit < 10**6 else PROMPT_TOKENS  # transformers' "no limit" is 1e30
+        if tokens.input_ids.shape[1] > limit:
+            raise ValueError(
+                f"prompt: is {tokens.input_ids.shape[1]} tokens long; {self.name}'s text encoder reads at most "
+                f"{limit}. Shorten it (a few phrases: genre, instruments, mood, tempo)."
+            )
         states = model.text_encoder(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
         if getattr(model, "enc_to_dec_proj", None) is not None:
             states = model.enc_to_dec_proj(states)
@@ -121,17 +130,19 @@ class TransformersMusicGen(MusicModel):
             raise ValueError(f"melody: has {melody.shape[0]} item(s) but there are {len(prompts)} prompt(s).")
         null = torch.zeros(len(prompts), 1, model.config.num_chroma, device=device)
         null[..., 0] = 1  # MusicGen Melody's "no melody"
+        length = model.config.chroma_length
         if melody is None:
             notes = null
         else:
             c = self.chroma_config
+            # only the first `length` chroma frames are used: keep just the samples they see
+            melody = melody[:, : (length - 1) * c["hop_length"] + c["n_fft"] // 2]
             notes = chroma.chromagram(melody.to(device), self.sample_rate, c["n_fft"], c["hop_length"], model.config.num_chroma)
         if guided:
             notes = torch.cat([notes, null.expand_as(notes)])
         notes = notes.to(dtype)
         if getattr(model, "audio_enc_to_dec_proj", None) is not None:
             notes = model.audio_enc_to_dec_proj(notes)
-        length = model.config.chroma_length
         notes = notes.repeat(1, -(-length // notes.shape[1]), 1)[:, :length]  # tile to the chroma window
         return {"prefix": torch.cat([notes, states], dim=1)}
 

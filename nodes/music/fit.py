@@ -13,19 +13,37 @@ import math
 import torch
 
 from ..broadcast.mp4 import check_audio
+from ..common import checks
 
 BROADCAST_RATES = (48000, 44100)
 WHEN_SHORTER = ("loop", "pad with silence")
 LOOP_CROSSFADE_SECONDS = 0.05
+MIN_FPS = 0.1  # the widgets' minimum: at most 10 s of audio per frame
+MAX_FADE_SECONDS = 3600.0
+POLYPHASE_TAPS = 1 << 22  # largest polyphase filter bank (floats); past it, outputs are computed in blocks
+GATHER_BLOCK = 1 << 14  # outputs per block when they are
 
 
 def video_samples(frames: int, fps: float, sample_rate: int) -> int:
     """Samples that last exactly as long as ``frames`` frames at ``fps`` (to the nearest sample)."""
     if frames < 1:
         raise ValueError(f"images: needs at least 1 frame, got {frames}.")
-    if fps <= 0:
-        raise ValueError(f"fps: must be positive, got {fps}.")
-    return int(round(frames * sample_rate / fps))
+    return int(round(frames * sample_rate / checks.finite("fps", fps, low=MIN_FPS)))
+
+
+def checked_audio(audio: dict, name: str = "audio") -> tuple[torch.Tensor, int]:
+    """:func:`check_audio`, with a sample rate that is not a positive finite number named first."""
+    if isinstance(audio, dict) and "sample_rate" in audio:
+        checks.positive(f"{name} sample_rate", audio["sample_rate"])
+    return check_audio(audio, name)
+
+
+def broadcast_rate(value) -> int:
+    """``value`` (a number or the node's choice string) as one of :data:`BROADCAST_RATES`."""
+    rate = next((r for r in BROADCAST_RATES if str(value) == str(r) or value == r), None)
+    if rate is None:
+        raise ValueError(f"sample_rate: {value!r} is not a broadcast rate; use 48000 or 44100.")
+    return rate
 
 
 def to_stereo(waveform: torch.Tensor) -> torch.Tensor:
@@ -48,21 +66,49 @@ def to_mono(waveform: torch.Tensor) -> torch.Tensor:
     return waveform.mean(dim=1)
 
 
-def _sinc_kernels(up: int, down: int, zeros: int, rolloff: float) -> tuple[torch.Tensor, int]:
-    """Polyphase filters ``[up, 1, down + 2 * pad]`` and ``pad``: phase ``r`` makes output ``q * up + r``."""
-    cutoff = rolloff * min(1.0, up / down)  # of the input's Nyquist
-    half_width = zeros / cutoff  # in input samples
-    pad = math.ceil(half_width)
+def _sinc(tau: torch.Tensor, cutoff: float, half_width: float) -> torch.Tensor:
+    """The filter's taps at distances ``tau`` (input samples, float64): windowed sinc, raised-cosine window."""
+    window = torch.where(tau.abs() < half_width, torch.cos(math.pi * tau / (2 * half_width)) ** 2, 0.0)
+    return (cutoff * torch.sinc(cutoff * tau) * window).float()
+
+
+def _polyphase(flat: torch.Tensor, down: int, up: int, cutoff: float, half_width: float, pad: int,
+               out_length: int) -> torch.Tensor:
+    """``[N, 1, T]`` resampled by one strided convolution: ``up`` filters spanning ``down + 2 * pad`` inputs,
+    filter ``r`` making outputs ``q * up + r``."""
     offsets = torch.arange(-pad, down + pad, dtype=torch.float64)
     phase = torch.arange(up, dtype=torch.float64)[:, None] * down / up
-    tau = phase - offsets[None, :]  # distance from each output instant to each input sample
-    window = torch.where(tau.abs() < half_width, torch.cos(math.pi * tau / (2 * half_width)) ** 2, 0.0)
-    kernels = cutoff * torch.sinc(cutoff * tau) * window
-    return kernels[:, None, :].float(), pad
+    kernels = _sinc(phase - offsets[None, :], cutoff, half_width)[:, None, :]
+    blocks = -(-out_length // up)  # output blocks of `up` samples, one per `down` input samples
+    padded = torch.nn.functional.pad(flat, (pad, max(blocks * down + pad - flat.shape[-1], 0)))
+    out = torch.nn.functional.conv1d(padded, kernels.to(flat.device), stride=down)[..., :blocks]
+    return out.transpose(1, 2).reshape(flat.shape[0], -1)[:, :out_length]
+
+
+def _gathered(flat: torch.Tensor, down: int, up: int, cutoff: float, half_width: float, pad: int,
+              out_length: int) -> torch.Tensor:
+    """``[N, 1, T]`` resampled output by output, in blocks: each output's ``2 * pad + 1`` taps, from one
+    filter per phase that occurs (``min(up, out_length)`` of them)."""
+    padded = torch.nn.functional.pad(flat[:, 0], (pad, pad + 1))
+    taps = torch.arange(-pad, pad + 1, device=flat.device)
+    phases = torch.arange(min(up, out_length), device=flat.device).split(GATHER_BLOCK)
+    bank = torch.cat([_sinc(((p * down) % up).double()[:, None] / up - taps.double()[None, :], cutoff, half_width)
+                      for p in phases])
+    out = padded.new_empty(flat.shape[0], out_length)
+    for start in range(0, out_length, GATHER_BLOCK):
+        n = torch.arange(start, min(start + GATHER_BLOCK, out_length), device=flat.device)
+        inputs = (n * down).div(up, rounding_mode="floor")[:, None] + taps[None, :] + pad
+        out[:, start : start + n.shape[0]] = torch.einsum("cnt,nt->cn", padded[:, inputs], bank[n % up])
+    return out
 
 
 def resample(waveform: torch.Tensor, from_rate: int, to_rate: int, zeros: int = 24, rolloff: float = 0.945) -> torch.Tensor:
-    """Band-limited resampling of ``[..., T]`` to ``ceil(T * to_rate / from_rate)`` samples."""
+    """Band-limited resampling of ``[..., T]`` to ``ceil(T * to_rate / from_rate)`` samples.
+
+    Common rate pairs run as one polyphase convolution; pairs whose filter bank would be large (rates
+    with a small common divisor, such as 44101 -> 48000) go output by output, so memory follows the
+    audio's length, never the rates' least common multiple.
+    """
     if from_rate <= 0 or to_rate <= 0:
         raise ValueError(f"sample_rate: must be positive, got {from_rate} -> {to_rate}.")
     if from_rate == to_rate:
@@ -71,12 +117,12 @@ def resample(waveform: torch.Tensor, from_rate: int, to_rate: int, zeros: int = 
     down, up = from_rate // g, to_rate // g
     length = waveform.shape[-1]
     out_length = -(-length * up // down)
-    kernels, pad = _sinc_kernels(up, down, zeros, rolloff)
+    cutoff = rolloff * min(1.0, up / down)  # of the input's Nyquist
+    half_width = zeros / cutoff  # in input samples
+    pad = math.ceil(half_width)
     flat = waveform.reshape(-1, 1, length).float()
-    blocks = -(-out_length // up)  # output blocks of `up` samples, one per `down` input samples
-    padded = torch.nn.functional.pad(flat, (pad, max(blocks * down + pad - length, 0)))
-    out = torch.nn.functional.conv1d(padded, kernels.to(flat.device), stride=down)[..., :blocks]
-    out = out.transpose(1, 2).reshape(flat.shape[0], -1)[:, :out_length]
+    run = _polyphase if up * (down + 2 * pad) <= POLYPHASE_TAPS else _gathered
+    out = run(flat, down, up, cutoff, half_width, pad, out_length)
     return out.reshape(*waveform.shape[:-1], out_length).to(waveform.dtype)
 
 
@@ -122,15 +168,12 @@ def apply_fades(waveform: torch.Tensor, fade_in: int, fade_out: int) -> torch.Te
 def fit_audio_to_video(audio: dict, frames: int, fps: float, sample_rate: int = 48000, when_shorter: str = "loop",
                        fade_in: float = 0.0, fade_out: float = 0.0) -> dict:
     """AUDIO made stereo at ``sample_rate`` and exactly as long as ``frames`` frames at ``fps``."""
-    check_audio(audio, "audio")
-    if int(sample_rate) not in BROADCAST_RATES:
-        raise ValueError(f"sample_rate: {sample_rate} is not a broadcast rate; use 48000 or 44100.")
+    checked_audio(audio, "audio")
+    sample_rate = broadcast_rate(sample_rate)
     waveform = audio["waveform"].float()
     if waveform.shape[-1] == 0:
         raise ValueError("audio: is empty (0 samples); connect audio that has sound.")
-    for name, value in (("fade_in", fade_in), ("fade_out", fade_out)):
-        if value < 0:
-            raise ValueError(f"{name}: must be 0 or more seconds, got {value}.")
+    fade_in, fade_out = (checks.finite(name, value, low=0.0, high=MAX_FADE_SECONDS) for name, value in (("fade_in", fade_in), ("fade_out", fade_out)))
     samples = video_samples(frames, fps, sample_rate)
     stereo = resample(to_stereo(waveform), int(audio["sample_rate"]), sample_rate)
     fitted = fit_length(stereo, samples, when_shorter, round(LOOP_CROSSFADE_SECONDS * sample_rate))

@@ -134,6 +134,15 @@ def total_samples(seconds: float, sample_rate: int) -> int:
     return int(round(seconds * sample_rate))
 
 
+def melody_window(melody: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """The melody that conditions the window starting at sample ``start``, as audiocraft's extension does:
+    the melody as given for the first window; for every later one, ``length`` samples (a full window,
+    the last window too) of the looped melody from ``start``."""
+    if start == 0:
+        return melody
+    return melody[:, torch.arange(start, start + length) % melody.shape[-1]]
+
+
 def generate_music(
     model: MusicModel,
     prompts: list[str],
@@ -148,7 +157,7 @@ def generate_music(
     """``samples`` samples of music per prompt, ``[B, C, samples]`` at ``model.sample_rate``.
 
     ``melody`` (``[B, T]`` mono at the model's rate, melody models only) is looped to cover the
-    whole piece, each window conditioned on its own stretch. ``on_progress(done, total)`` runs after
+    whole piece, each window conditioned on a full window of it from its start (:func:`melody_window`). ``on_progress(done, total)`` runs after
     every sampled token step (the progress and interrupt point); ``on_window(start, end, codes)``
     after every window with its frame range and codes.
     """
@@ -192,8 +201,7 @@ def generate_music(
     with seeded(seed, device):
         for (start, end), count in zip(windows, new):
             if melody is not None:
-                stretch = torch.arange(start * hop, end * hop) % melody.shape[-1]
-                condition = model.condition(prompts, guided, melody[:, stretch])
+                condition = model.condition(prompts, guided, melody_window(melody, start * hop, window * hop))
             codes = model.generate_codes(condition, tail, count, params, step).cpu()
             decoder.push(codes[..., tail.shape[-1] :])
             if on_window is not None:

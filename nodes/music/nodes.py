@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .. import host
-from ..broadcast.mp4 import check_audio
+from ..common import checks
 from ..common.frames import check_image
 from ..common.models import on_device
 from . import fit, generate, loader
+from .backends import TRAINED_WINDOW_SECONDS
 from .sampling import Sampling
 
 MODEL_TYPE = "MUSICGEN_MODEL"
@@ -15,6 +16,10 @@ LICENSE_NOTE = (
     "which matters for monetised channels."
 )
 DURATION_MODES = ("seconds", "match video")
+MAX_SECONDS = 3600.0
+# Far more than any tokenizer limit (MusicGen's T5 reads 512 tokens, checked on the tokens); keeps
+# tokenizing cheap.
+PROMPT_CHARACTERS = 20000
 
 
 class MusicGenLoader:
@@ -84,16 +89,25 @@ class MusicGen:
 
     def generate(self, model, prompt, duration_mode, seconds, fps, guidance, temperature, top_k, top_p, seed,
                  window_seconds, context_seconds, video=None, melody=None):
-        if not prompt or not prompt.strip():
+        if not checks.text("prompt", prompt, limit=PROMPT_CHARACTERS).strip():
             raise ValueError("prompt: is empty; describe the music (genre, instruments, mood, tempo).")
         samples = self._samples(model, duration_mode, seconds, fps, video)
+        params = Sampling(
+            guidance=checks.finite("guidance", guidance, low=0.0),
+            temperature=checks.finite("temperature", temperature, low=0.0),
+            top_k=checks.integer("top_k", top_k, low=0),
+            top_p=checks.finite("top_p", top_p, low=0.0, high=1.0),
+        )
+        seed = checks.seed("seed", seed)
+        windowing = generate.Windowing(
+            window=checks.finite("window_seconds", window_seconds, low=1.0, high=TRAINED_WINDOW_SECONDS),
+            context=checks.finite("context_seconds", context_seconds, low=0.0),
+        )
         tune = None
         if melody is not None:
-            check_audio(melody, "melody")
+            fit.checked_audio(melody, "melody")
             mono = fit.to_mono(melody["waveform"][:1].float())
             tune = fit.resample(mono, int(melody["sample_rate"]), model.sample_rate)
-        params = Sampling(guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p)
-        windowing = generate.Windowing(window=window_seconds, context=context_seconds)
         bar = None
 
         def progress(done, total):
@@ -115,8 +129,7 @@ class MusicGen:
             if video is None:
                 raise ValueError("video: duration_mode is 'match video' but no video is connected; connect the frames or use 'seconds'.")
             return fit.video_samples(check_image(video, "video").shape[0], fps, model.sample_rate)
-        if seconds <= 0:
-            raise ValueError(f"seconds: must be more than 0, got {seconds}.")
+        seconds = checks.finite("seconds", seconds, low=0.0, low_open=True, high=MAX_SECONDS)
         return generate.total_samples(seconds, model.sample_rate)
 
 
