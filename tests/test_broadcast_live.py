@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import numpy as np
@@ -267,3 +268,22 @@ def test_stream_key_is_on_no_command_line(nginx, clips, monkeypatch):
     assert key not in json.dumps(status())
     ChannelStop().stop("test")
     assert any(f'"{key}"' in line for line in nginx.publishes()), nginx.publishes()  # it was used, as the stream name
+
+
+def test_puller_finds_video_that_starts_after_the_sound(nginx, tmp_path):
+    """A slow encoder's first video packet can follow a second of sound; the puller must still keep the video."""
+    from .rtmp_server import need
+
+    url = nginx.url("late")
+    puller = Puller(url, os.path.join(nginx.root, "late.flv"))
+    publish = subprocess.run(
+        [need("ffmpeg"), "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "sine=f=440:sample_rate=48000:d=6",
+         "-re", "-itsoffset", "1.5", "-f", "lavfi", "-i", "color=c=red:s=160x96:r=24:d=4",
+         "-map", "1:v", "-map", "0:a", "-c:v", "libx264", "-g", "24", "-c:a", "aac", "-f", "flv", url],
+        capture_output=True, timeout=60,
+    )
+    assert publish.returncode == 0, publish.stderr.decode()
+    puller.wait()
+    stream = analyse(puller.path)
+    assert (stream.width, stream.height) == (160, 96) and stream.colours.count("red") >= 80
+    assert stream.audio_rate == 48000 and stream.video_times[0] - stream.audio_times[0] > 1.0
