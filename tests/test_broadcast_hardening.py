@@ -24,7 +24,7 @@ from comfyui_webtv.nodes.broadcast.playlist import Entry, live_copy, quote, read
 from comfyui_webtv.nodes.broadcast.preview import MAX_CONNECTIONS, PreviewServer
 from comfyui_webtv.nodes.common.ffmpeg import run_ffmpeg
 
-from .rtmp_server import channel_ffmpegs, free_port, make_clip
+from .rtmp_server import channel_ffmpegs, make_clip
 
 # Key formats as the services hand them out (fixed strings, not derived from the code under test).
 FACEBOOK_KEY = "FB-1234567890123456-0-AbCdEfGhIjKlMnOpQrSt"

@@ -398,7 +398,7 @@ class Output:
                 proc.stdin.write(chunk)
                 self.refresh()
         except (OSError, ValueError, subprocess.TimeoutExpired):
-            pass  # the ffmpeg died (its log says why) or would not finish
+            pass  # the child died (its log says why) or would not finish
         if proc.poll() is None:
             proc.kill()
         proc.wait()
@@ -410,5 +410,5 @@ class Output:
         self._bytes_before += max(int(log.number("total_size") or 0), 0)
         self._proc = self._log = None
         if not ended:
-            self.error = self._kill_reason or log.tail() or f"ffmpeg exited with code {proc.returncode}"
+            self.error = self._kill_reason or log.tail() or f"the {self.spec.kind} output's process exited with code {proc.returncode}"
         return ended
