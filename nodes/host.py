@@ -202,14 +202,9 @@ def load_models(patchers: list, memory_required: int = 0) -> torch.device:
     return _mm.get_torch_device()
 
 
-def loaded_modules() -> list[torch.nn.Module]:
-    """The modules ComfyUI's model management holds loaded now."""
-    found = []
-    for loaded in list(_mm.current_loaded_models):
-        patcher = loaded.model
-        if patcher is not None:
-            found.append(patcher.model.module if isinstance(patcher.model, _Held) else patcher.model)
-    return found
+def is_loaded(patcher) -> bool:
+    """True while ComfyUI's model management lists ``patcher`` among its loaded models."""
+    return patcher is not None and any(loaded.model is patcher for loaded in list(_mm.current_loaded_models))
 
 
 def soft_empty_cache() -> None:

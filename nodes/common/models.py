@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from typing import Callable, Hashable, Iterator, TypeVar
@@ -84,13 +85,22 @@ def cached_keys() -> list[Hashable]:
         return list(_cache)
 
 
-def _forget(entry_ref: "weakref.ref[_Entry]") -> None:
-    """Model management unloaded a module of this entry: stop holding its model."""
-    entry = entry_ref()
-    if entry is not None:
+def _forget(entry_ref: "weakref.ref[_Entry]", patcher_ref: weakref.ref) -> None:
+    """Model management is unloading a module of this entry: stop holding its model once ComfyUI has let go
+    of the patcher (not during its unload loop, which a model freed at once would disturb)."""
+
+    def drop() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and host.is_loaded(patcher_ref()):
+            time.sleep(0.05)
+        entry = entry_ref()
+        if entry is None or host.is_loaded(patcher_ref()):
+            return  # loaded again meanwhile: in use
         with _lock:
             if _cache.get(entry.key) is entry:
                 del _cache[entry.key]
+
+    threading.Thread(target=drop, name="webtv-model-release", daemon=True).start()
 
 
 def _patcher(module: torch.nn.Module):
@@ -102,7 +112,9 @@ def _patcher(module: torch.nn.Module):
             return host.model_patcher(module)
         patcher = entry.patchers.get(id(module))
         if patcher is None:
-            patcher = entry.patchers[id(module)] = host.model_patcher(module, on_unload=lambda: _forget(owner))
+            holder: list = []
+            patcher = entry.patchers[id(module)] = host.model_patcher(module, on_unload=lambda: _forget(owner, holder[0]))
+            holder.append(weakref.ref(patcher))
         return patcher
 
 
