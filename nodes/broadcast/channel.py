@@ -3,7 +3,7 @@
 A feeder thread decodes each clip at the channel's format (:mod:`.normalize`) and writes its frames
 and PCM into the encoder's pipes at real-time pace, so the encoder sees one endless stream with
 continuous timestamps: appending a clip never reconnects, new clips go on air at the next clip
-boundary, and the playlist loops when nothing new is queued (black and silence while it is empty).
+boundary, and the playlist loops when nothing new is queued (a slate, :mod:`.slate`, while it is empty).
 The encoder's MPEG-TS goes to every output (:mod:`.outputs`). When all outputs have failed, the
 encoder is stopped, and after a backoff a new one starts with the clip that was on air, from its
 first frame, so no clip is skipped. The seed-compatible ``playlist`` mode instead lets ffmpeg's concat
@@ -31,6 +31,7 @@ from .keys import check_output_url, mask
 from .normalize import ChannelFormat, ClipDecoder, ClipInfo, probe
 from .outputs import PAT_PID, PMT_PID, TS_PACKET, Backoff, Output, OutputSpec, clear_hls, ts_pid
 from .playlist import inside_output, live_copy, read_ffconcat
+from .slate import slate_frame
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MODES = ["clips", "playlist"]
@@ -312,6 +313,23 @@ class Channel:
         with self._lock:
             self._clips.extend(clips)
 
+    def rotation(self) -> tuple[list[str], int]:
+        """The rotation's clip paths and the index of the clip on air (or next to air)."""
+        with self._lock:
+            return [c.path for c in self._clips], self._cursor
+
+    def remove(self, paths: list[str]) -> list[str]:
+        """Take clips out of the rotation, never the one on air nor the one queued after it; returns those removed."""
+        with self._lock:
+            count = len(self._clips)
+            keep = {self._cursor % count, (self._cursor + 1) % count} if count else set()
+            doomed = set(paths)
+            gone = {i for i, c in enumerate(self._clips) if c.path in doomed and i not in keep}
+            self._cursor -= sum(1 for i in gone if i < self._cursor)
+            removed = list(dict.fromkeys(self._clips[i].path for i in sorted(gone)))
+            self._clips = [c for i, c in enumerate(self._clips) if i not in gone]
+            return [p for p in removed if p not in {c.path for c in self._clips}]  # a path listed twice stays while kept once
+
     def set_clips(self, clips: list[ClipInfo]) -> None:
         """Replace the rotation (a playlist edited, clips removed); playback goes on after the current clip."""
         with self._lock:
@@ -473,7 +491,7 @@ class Channel:
         def slate(seconds: float) -> None:
             self._current = {"index": None, "path": None, "frame": 0, "frames": None, "slate": True}
             for _ in range(max(1, round(float(fmt.fps) * seconds))):
-                send(bytes(samples() * fmt.channels * 2), fmt.black_frame())
+                send(bytes(samples() * fmt.channels * 2), slate_frame(fmt, self.settings.name))
 
         prefetched: ClipDecoder | None = None
         failures = 0
@@ -481,7 +499,7 @@ class Channel:
             while not self._stop.is_set() and time.monotonic() - session.started < limit:
                 index, clip = self._next_clip()
                 if clip is None:
-                    slate(0.25)  # nothing to play yet: black and silence until a clip arrives
+                    slate(0.25)  # nothing to play yet: the slate (name, "starting soon") and silence until a clip arrives
                     continue
                 if failures >= len(self._clips):
                     slate(1.0)  # no clip decodes: keep the connection up and try again
