@@ -131,6 +131,8 @@ def test_pick_honours_temperature_top_k_and_top_p():
     assert set(top2.tolist()) == {2, 3}
     nucleus = sampling.pick(logits, sampling.Sampling(top_p=0.3, top_k=4))
     assert set(nucleus.tolist()) == {2}  # the most likely token alone holds more than 30 %
+    colder = sampling.pick(logits * 1e3, sampling.Sampling(temperature=1e-30))  # no inf / inf = NaN on the way
+    assert (colder == 2).all()
 
 
 # ---------------------------------------------------------------- generation
@@ -314,6 +316,7 @@ def test_music_in_the_mp4_lasts_as_long_as_the_video(small, fps, frames):
         (dict(duration_mode="match video", video=torch.rand(2, 4, 4, 3), fps=1e-300), "fps: must be at least 0.1"),
         (dict(guidance=math.nan), "guidance: must be a finite number"),
         (dict(guidance=math.inf), "guidance: must be a finite number"),
+        (dict(guidance=1e300), "guidance: must be at most 100"),
         (dict(temperature=math.nan), "temperature: must be a finite number"),
         (dict(temperature=-1.0), "temperature: must be at least 0"),
         (dict(top_p=math.nan), "top_p: must be a finite number"),

@@ -17,6 +17,8 @@ LICENSE_NOTE = (
 )
 DURATION_MODES = ("seconds", "match video")
 MAX_SECONDS = 3600.0
+MAX_GUIDANCE = 100.0  # past this the guided logits overflow
+MAX_TEMPERATURE = 100.0
 # Far more than any tokenizer limit (MusicGen's T5 reads 512 tokens, checked on the tokens); keeps
 # tokenizing cheap.
 PROMPT_CHARACTERS = 20000
@@ -93,8 +95,8 @@ class MusicGen:
             raise ValueError("prompt: is empty; describe the music (genre, instruments, mood, tempo).")
         samples = self._samples(model, duration_mode, seconds, fps, video)
         params = Sampling(
-            guidance=checks.finite("guidance", guidance, low=0.0),
-            temperature=checks.finite("temperature", temperature, low=0.0),
+            guidance=checks.finite("guidance", guidance, low=0.0, high=MAX_GUIDANCE),
+            temperature=checks.finite("temperature", temperature, low=0.0, high=MAX_TEMPERATURE),
             top_k=checks.integer("top_k", top_k, low=0),
             top_p=checks.finite("top_p", top_p, low=0.0, high=1.0),
         )

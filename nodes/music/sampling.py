@@ -65,7 +65,8 @@ def pick(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     """One token per row of ``logits`` ``[..., V]`` (float32): argmax at temperature 0, else top-p / top-k sampling."""
     if sampling.temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    shifted = logits - logits.amax(-1, keepdim=True)  # so a tiny temperature cannot overflow to inf / inf
+    probs = torch.softmax(shifted / sampling.temperature, dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
     if sampling.top_p > 0:
         ordered, index = flat.sort(dim=-1, descending=True)
