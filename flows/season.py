@@ -61,12 +61,15 @@ class SeasonFlow(FlowSpec):
         self.workflow = rendering.workflow_path(self.settings.workflow)
         with open(self.workflow, encoding="utf-8") as f:
             self.workflow_json = f.read()  # the exact graph every shot ran, versioned with the run
+        backend = self.llm
         if not self.worker_urls:
             self.models_dir, self.tiny = rendering.ensure_models(self.models, list(self.settings.models), self.tiny_dir)
             host.configure(models_dir=self.models_dir)
+            if self.tiny and backend == "auto" and not self.llm_url:
+                backend = "template"  # a tiny random language model writes no usable JSON
         prompts, _, report = ShotWriter().write(
             theme=self.theme, shots=self.shots, style=self.style, seed=self.seed,
-            backend=self.llm, endpoint_url=self.llm_url, model=self.llm_model)
+            backend=backend, endpoint_url=self.llm_url, model=self.llm_model)
         self.writer_report = json.loads(report)
         urls = self.worker_urls
         self.shot_list = [
