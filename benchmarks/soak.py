@@ -1,0 +1,250 @@
+"""Soak: a live channel for a set time while clips keep arriving and retention deletes old ones.
+
+A channel (local preview + one RTMP output to nginx-rtmp on 127.0.0.1) starts empty (the slate airs),
+a producer appends a short clip every few seconds (ffmpeg-made: a colour and a tone per clip, so the
+run costs little CPU beside the channel itself) to the rotation and to an ffconcat playlist, and
+retention (by age and by a disk quota) deletes clips that have aired. A puller follows the RTMP
+stream the whole time and records every video frame's timestamp. Measured: clips aired and deleted,
+the largest gap between consecutive frames of the pulled stream (in frame periods; the channel's
+timestamps must stay continuous), late (feeder) and dropped (encoder) frames, encoder speed, RSS of
+this process and of its ffmpeg children (growth per hour: a least-squares slope after the warm-up),
+open descriptors and threads at start (after the warm-up) and end; and every deletion is checked
+against the rotation and the playlist at that moment (``deleted_while_queued``: a deleted clip that
+had not yet aired, was still in the rotation, or still named by the playlist).
+
+    python benchmarks/soak.py [--minutes 20]
+
+Last line: {"hours", "clips_aired", "max_gap_frames", "rss_growth_mb_per_hour", "fd_growth",
+"thread_growth", "deleted_while_queued", ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from fractions import Fraction
+
+from broadcast import RTMP_MODULE, start_nginx
+
+from comfyui_webtv.nodes import host
+from comfyui_webtv.nodes.broadcast import channel as channels
+from comfyui_webtv.nodes.broadcast.normalize import ChannelFormat, probe
+from comfyui_webtv.nodes.broadcast.playlist import Entry, read_ffconcat, write_ffconcat
+from comfyui_webtv.nodes.broadcast.retention import Retainer, Retention
+from comfyui_webtv.nodes.common.ffmpeg import ffmpeg_exe, run_ffmpeg
+
+FPS = 24
+COLOURS = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white")
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant process of ``pid``."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *children(kid)]
+    return found
+
+
+def slope_per_hour(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) samples, per hour."""
+    if len(samples) < 3:
+        return 0.0
+    ts, vs = [t for t, _ in samples], [v for _, v in samples]
+    mt, mv = statistics.fmean(ts), statistics.fmean(vs)
+    var = sum((t - mt) ** 2 for t in ts)
+    return 3600 * sum((t - mt) * (v - mv) for t, v in samples) / var if var else 0.0
+
+
+class Puller:
+    """ffmpeg following the RTMP stream; every video frame's timestamp (restarted when the stream ends)."""
+
+    def __init__(self, url: str):
+        self.url, self.pts, self.restarts, self.max_arrival_gap = url, [], 0, 0.0
+        self.segments: list[list[float]] = []  # frame times in seconds, one list per connection
+        self._stop = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.proc = subprocess.Popen(
+                [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-rw_timeout", "20000000", "-i", self.url,
+                 "-map", "0:v", "-c", "copy", "-f", "framecrc", "pipe:1"],
+                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            tb, frames, last = 1 / 1000, [], None
+            self.segments.append(frames)
+            for line in self.proc.stdout:
+                text = line.decode(errors="replace")
+                if text.startswith("#tb 0:"):
+                    num, den = text.split(":", 1)[1].strip().split("/")
+                    tb = int(num) / int(den)
+                elif text[:1].isdigit():
+                    fields = [f.strip() for f in text.split(",")]
+                    now = time.monotonic()
+                    if last is not None:
+                        self.max_arrival_gap = max(self.max_arrival_gap, now - last)
+                    last = now
+                    frames.append(int(fields[2]) * tb)
+            self.proc.wait()
+            if not self._stop.is_set():
+                self.restarts += 1
+                self._stop.wait(1.0)
+
+    def max_gap_frames(self) -> float:
+        gaps = [(b - a) * FPS for frames in self.segments for a, b in zip(frames, frames[1:])]
+        return max(gaps, default=float("nan"))
+
+    def frames(self) -> int:
+        return sum(len(f) for f in self.segments)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+        self._thread.join(10)
+
+
+def make_clip(folder: str, n: int, seconds: float, size: tuple[int, int]) -> str:
+    path = os.path.join(folder, f"clip_{n:05d}.mp4")
+    part = os.path.join(folder, f".clip_{n:05d}.part.mp4")
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", f"color=c={COLOURS[n % len(COLOURS)]}:s={size[0]}x{size[1]}:r={FPS}:d={seconds}",
+                "-f", "lavfi", "-i", f"sine=f={220 + 20 * (n % 20)}:d={seconds}:sample_rate=48000", "-c:v", "libx264",
+                "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", part], timeout=60)
+    os.replace(part, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=20.0, help="how long the channel stays on air")
+    p.add_argument("--every", type=float, default=4.0, help="seconds between new clips")
+    p.add_argument("--clip-seconds", type=float, default=1.5, help="length of each clip")
+    p.add_argument("--retention-hours", type=float, default=60 / 3600, help="retention by age (default 60 s)")
+    p.add_argument("--retention-mb", type=float, default=0.12, help="retention by disk quota in MB (clips are ~10 kB)")
+    p.add_argument("--warmup", type=float, default=60.0, help="seconds before the start figures are taken (capped at a fifth of the run)")
+    args = p.parse_args(argv)
+    if not os.path.exists(RTMP_MODULE):
+        sys.exit("nginx with the RTMP module is needed: apt-get install -y nginx libnginx-mod-rtmp")
+    seconds = args.minutes * 60
+    warmup = min(args.warmup, seconds / 5)
+    with tempfile.TemporaryDirectory() as scratch:
+        host.configure(output_dir=os.path.join(scratch, "output"))
+        folder = os.path.join(host.output_dir(), "WebTV", "soak")
+        os.makedirs(folder)
+        playlist = os.path.join(folder, "channel.ffconcat")
+        write_ffconcat(playlist, [])
+        nginx, port = start_nginx(scratch)
+        url = f"rtmp://127.0.0.1:{port}/live/soak"
+        settings = channels.ChannelSettings(name="soak", outputs=(url,), preview=True, fmt=ChannelFormat(320, 180, Fraction(FPS)))
+        channel = channels.start(settings, [])
+        retainer = Retainer(channel, Retention(args.retention_hours, args.retention_mb), playlist, interval=2.0).start()
+        puller = Puller(url)
+        channel_children = lambda: [pid for pid in children(os.getpid()) if pid not in (nginx.pid, puller.proc and puller.proc.pid)]  # noqa: E731
+        aired: dict[tuple[str, float], bool] = {}  # (path, started_at) -> completed
+        seen_aired: set[str] = set()
+        checked, violations, appended, samples = 0, [], 0, {"py": [], "ff": [], "speed": []}
+        start_figures = None
+        began = time.monotonic()
+        next_clip = began
+        try:
+            while (now := time.monotonic()) - began < seconds:
+                if now >= next_clip:
+                    clip = make_clip(folder, appended, args.clip_seconds, (160, 90))
+                    with retainer.lock:  # the playlist and the rotation change together
+                        write_ffconcat(playlist, read_ffconcat(playlist) + [Entry(clip, probe(clip).duration)])
+                        channels.append("soak", [clip])
+                    appended += 1
+                    next_clip = now + args.every
+                with retainer.lock:  # each deletion checked against the history, rotation and playlist of that moment
+                    status = channel.status()
+                    for entry in status["history"]:
+                        if entry.get("frames"):
+                            seen_aired.add(entry["path"])
+                            aired[(entry["path"], entry["started_at"])] = entry["completed"]
+                    rotation = set(channel.rotation()[0])
+                    listed = {e.path for e in read_ffconcat(playlist)}
+                    for path in retainer.deleted[checked:]:
+                        if path not in seen_aired or path in rotation or path in listed or os.path.exists(path):
+                            violations.append(path)
+                    checked = len(retainer.deleted)
+                t = now - began
+                ffmpegs = channel_children()
+                samples["py"].append((t, rss_mb()))
+                samples["ff"].append((t, sum(rss_mb(pid) for pid in ffmpegs)))
+                if status["encoder"]["speed"]:
+                    samples["speed"].append(status["encoder"]["speed"])
+                if start_figures is None and t >= warmup:
+                    start_figures = {"fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count(),
+                                     "ffmpeg_processes": len(ffmpegs)}
+                    print(f"start ({t:.0f} s): {start_figures}, rss {samples['py'][-1][1]:.1f} MB python, "
+                          f"{samples['ff'][-1][1]:.1f} MB ffmpeg", flush=True)
+                if len(samples["py"]) % 60 == 0:
+                    print(f"{t / 60:5.1f} min: {len(aired)} clips aired, {len(retainer.deleted)} deleted, "
+                          f"{status['clips']} in rotation, {puller.frames()} frames pulled, state {status['state']}", flush=True)
+                time.sleep(1.0)
+            end_figures = {"fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count(),
+                           "ffmpeg_processes": len(channel_children())}
+            final = channel.status()
+        finally:
+            puller.stop()
+            retainer.stop()
+            channels.stop_all()
+            nginx.kill()
+            nginx.wait()
+        hours = (time.monotonic() - began) / 3600
+        steady = lambda key: [s for s in samples[key] if s[0] >= warmup]  # noqa: E731
+        py, ff = slope_per_hour(steady("py")), slope_per_hour(steady("ff"))
+        start_figures = start_figures or end_figures
+        result = {
+            "hours": round(hours, 4),
+            "clips_aired": len(aired),
+            "clips_completed": sum(aired.values()),
+            "clips_appended": appended,
+            "clips_deleted": len(retainer.deleted),
+            "max_gap_frames": round(puller.max_gap_frames(), 3),
+            "frames_pulled": puller.frames(),
+            "puller_restarts": puller.restarts,
+            "max_arrival_gap_s": round(puller.max_arrival_gap, 3),
+            "late_frames": final["late_frames"],
+            "dropped_frames": final["dropped_frames"],
+            "reconnects": final["reconnects"],
+            "encoder_speed_median": round(statistics.median(samples["speed"]), 3) if samples["speed"] else None,
+            "encoder_speed_min": round(min(samples["speed"]), 3) if samples["speed"] else None,
+            "rss_growth_mb_per_hour": round(py + ff, 2),
+            "rss_growth_python_mb_per_hour": round(py, 2),
+            "rss_growth_ffmpeg_mb_per_hour": round(ff, 2),
+            "fds_start_end": [start_figures["fds"], end_figures["fds"]],
+            "threads_start_end": [start_figures["threads"], end_figures["threads"]],
+            "fd_growth": end_figures["fds"] - start_figures["fds"],
+            "thread_growth": end_figures["threads"] - start_figures["threads"],
+            "ffmpeg_processes_start_end": [start_figures["ffmpeg_processes"], end_figures["ffmpeg_processes"]],
+            "deleted_while_queued": len(violations),
+        }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

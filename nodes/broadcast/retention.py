@@ -1,0 +1,130 @@
+"""Retention: a long-running channel deletes its old clips by age and by a disk quota, oldest first.
+
+Only clips that have been on air are deleted, never the one on air nor the one queued after it, and a
+clip leaves the rotation and the playlist (rewritten atomically) before its file is removed, so
+neither the channel nor a reader of the playlist ever meets a deleted file. Whoever else writes the
+playlist (a graph run appending an episode, a producer) holds :attr:`Retainer.lock` meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from ..common import checks
+from .playlist import read_ffconcat, write_ffconcat
+
+log = logging.getLogger(__name__)
+OBSERVE_SECONDS = 0.5  # the channel's history (last 20 clips) is read this often: no aired clip is missed
+
+
+@dataclass(frozen=True)
+class Retention:
+    """When clips go: older than ``max_age_hours``, or the oldest while the rotation holds over ``max_mb`` (0: no limit)."""
+
+    max_age_hours: float = 0.0
+    max_mb: float = 0.0
+
+    def __post_init__(self):
+        checks.finite("retention_hours", self.max_age_hours, low=0)
+        checks.finite("retention_mb", self.max_mb, low=0)
+
+    @property
+    def active(self) -> bool:
+        return self.max_age_hours > 0 or self.max_mb > 0
+
+
+def _stat(path: str) -> tuple[float, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size
+
+
+class Retainer:
+    """Applies a :class:`Retention` to one running channel (and its playlist file, if any) in a background thread."""
+
+    def __init__(self, channel, policy: Retention, playlist: str | None = None, interval: float = 2.0):
+        self.channel, self.policy, self.playlist = channel, policy, playlist
+        self.interval = checks.finite("interval", interval, low=0.1)
+        self.lock = threading.Lock()  # held by anyone writing the playlist or appending to the rotation
+        self.aired: set[str] = set()
+        self.deleted: list[str] = []
+        self.deleted_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"webtv-retention-{channel.settings.name}", daemon=True)
+
+    def start(self) -> "Retainer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def observe(self) -> None:
+        """Note the clips that have been on air (the channel's recent history)."""
+        status = self.channel.status()
+        self.aired.update(entry["path"] for entry in status["history"] if entry.get("frames"))
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(OBSERVE_SECONDS):
+            self.observe()
+            if time.monotonic() - last >= self.interval and self.lock.acquire(blocking=False):
+                try:
+                    self.prune()
+                except Exception:  # noqa: BLE001 - retention must never take the channel down; say why and retry
+                    log.exception("retention of channel %s failed", self.channel.settings.name)
+                finally:
+                    self.lock.release()
+                last = time.monotonic()
+
+    def choose(self, now: float | None = None) -> list[str]:
+        """The clips the policy would delete now, oldest first."""
+        if not self.policy.active:
+            return []
+        paths, cursor = self.channel.rotation()
+        protected = {paths[cursor % len(paths)], paths[(cursor + 1) % len(paths)]} if paths else set()
+        files = {p: s for p in dict.fromkeys(paths) if (s := _stat(p)) is not None}
+        candidates = sorted((p for p in files if p in self.aired and p not in protected), key=lambda p: files[p][0])
+        now = time.time() if now is None else now
+        doomed = []
+        if self.policy.max_age_hours > 0:
+            doomed = [p for p in candidates if now - files[p][0] > self.policy.max_age_hours * 3600]
+        if self.policy.max_mb > 0:
+            total = sum(size for _, size in files.values()) - sum(files[p][1] for p in doomed)
+            for p in candidates:
+                if total <= self.policy.max_mb * 1e6:
+                    break
+                if p not in doomed:
+                    doomed.append(p)
+                    total -= files[p][1]
+        return doomed
+
+    def prune(self, now: float | None = None) -> list[str]:
+        """Delete what the policy says: out of the rotation, then out of the playlist, then off the disk."""
+        self.observe()
+        removed = self.channel.remove(self.choose(now))
+        if not removed:
+            return []
+        gone = set(removed)
+        if self.playlist and os.path.isfile(self.playlist):
+            entries = read_ffconcat(self.playlist)
+            if any(e.path in gone for e in entries):
+                write_ffconcat(self.playlist, [e for e in entries if e.path not in gone], relative=True)
+        for path in removed:
+            size = (_stat(path) or (0, 0))[1]
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            self.deleted.append(path)
+            self.deleted_bytes += size
+            self.aired.discard(path)
+        log.info("retention: deleted %d clip(s) of channel %s", len(removed), self.channel.settings.name)
+        return removed
