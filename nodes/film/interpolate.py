@@ -53,19 +53,10 @@ def check_output_size(count: int, height: int, width: int, input_name: str) -> N
 
 
 def _groups(plan: Plan, batch_size: int) -> list[list[int]]:
-    """Consecutive pairs gathered until their first level of calls fills a batch."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    filled = 0
-    for pair, levels in plan.jobs.items():
-        current.append(pair)
-        filled += len(levels[0])
-        if filled >= batch_size:
-            groups.append(current)
-            current, filled = [], 0
-    if current:
-        groups.append(current)
-    return groups
+    """Runs of ``batch_size`` consecutive pairs that need the model: one call of features (their new frames)
+    and of flows each, and all their times fused ``batch_size`` at a time."""
+    pairs = list(plan.jobs)
+    return [pairs[start : start + batch_size] for start in range(0, len(pairs), batch_size)]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -115,16 +106,17 @@ class Runner:
         finally:
             torch.backends.cudnn.benchmark = before
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.static or x.shape[0] == self.batch_size:
+    def _pad(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        size = size or self.batch_size
+        if not self.static or x.shape[0] == size:
             return x
-        return torch.cat([x, x[-1:].expand(self.batch_size - x.shape[0], *x.shape[1:])])
+        return torch.cat([x, x[-1:].expand(size - x.shape[0], *x.shape[1:])])
 
     def features(self, frames: torch.Tensor) -> list[torch.Tensor]:
-        """Levels of ``[N,3,H,W]`` float32 frames (already padded to the alignment)."""
+        """Levels of ``[N,3,H,W]`` float32 frames (already padded to the alignment), N <= batch_size + 1."""
         n = frames.shape[0]
         self.calls["features"] += n
-        x = self._pad(frames.to(self.dtype))
+        x = self._pad(frames.to(self.dtype), self.batch_size + 1)
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         return [level[:n] for level in self.parts[0](x)]
@@ -156,7 +148,8 @@ def interpolate(
     """Render ``plan`` from IMAGE ``images`` ``[F,H,W,3]``; returns the output IMAGE (float32, CPU).
 
     ``model`` must already be on its run device; ``on_frame(1)`` is called for every frame written.
-    ``batch_size`` bounds the frames, pairs and times in one call of each part; ``compile`` applies on CUDA.
+    ``batch_size`` bounds the pairs and times in one call of each part (frames: one more); ``compile``
+    applies on CUDA.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be at least 1, got {batch_size}.")
@@ -197,7 +190,7 @@ def interpolate(
             for depth in range(max(len(plan.jobs[p]) for p in group)):
                 jobs = [j for p in group if depth < len(plan.jobs[p]) for j in plan.jobs[p][depth]]
                 needed = sorted({e for j in jobs for e in ends(j)} - levels.keys())
-                for chunk in _chunks(needed, batch_size):
+                for chunk in _chunks(needed, batch_size + 1):  # a first group has one frame more
                     padded, _ = pad_to(torch.stack([frame_at(time) for time in chunk]), align)
                     for k, lv in enumerate(zip(*[level.split(1) for level in run.features(padded)])):
                         levels[chunk[k]] = list(lv)
