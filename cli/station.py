@@ -9,6 +9,13 @@ that graph, so changing the workflow changes the station; any other input is one
 Each run gets its own folder, output/WebTV/station/<run id>/, with its clips and its playlist: what is
 on air is this run's programme (--resume RUN_ID adds to an earlier run's programme instead).
 
+--forever keeps the station going: episode after episode, each a run of the same graph with its clips
+in its own folder (<run id>/ep0001/, ...), the Shot Writer told what the channel has already shown
+(and given the theme of the hour with --schedule). The channel starts first and airs a slate until
+the first clips are ready; each episode's clips join the rotation at the next clip boundary while it
+keeps playing (the channel node finds the channel running, as when ComfyUI queues the graph again).
+--retention-hours/--retention-mb delete clips that have aired, oldest first.
+
 Models come from --models (ComfyUI's layout: zeroscope/, film/, musicgen/). With the default folder
 and models missing, the station runs on tiny random models (noise, at small sizes) and says so;
 --download fetches the real ones first.
@@ -17,11 +24,13 @@ and models missing, the station runs on tiny random models (noise, at small size
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
 import re
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,6 +89,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _limit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} must be 0 (no limit) or more")
+    return value
+
+
 def _run_id(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a run id (a folder name under output/{STATION_FOLDER})")
@@ -121,6 +140,46 @@ GRAPH_OPTIONS = {
 
 class UsageError(ValueError):
     """A bad argument, found before anything loads; printed as one line, exit code 2."""
+
+
+SCHEDULE_LINE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)\s+(\S.*)$")
+TOLD_SHOTS = 12  # the most recent prompts the Shot Writer is told about
+
+
+def read_schedule(path: str) -> list[tuple[int, str]]:
+    """A schedule file: ``HH:MM theme`` lines (local time; ``#`` comments), as (minute of the day, theme), sorted."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--schedule {path}: cannot be read ({e.__class__.__name__})") from None
+    slots = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = SCHEDULE_LINE.match(line.strip())
+        if not match:
+            raise UsageError(f"--schedule {path}: line {number} is not 'HH:MM theme' (e.g. '06:00 sunrise over the harbour')")
+        slots[int(match[1]) * 60 + int(match[2])] = match[3].strip()
+    if not slots:
+        raise UsageError(f"--schedule {path}: lists no theme; write lines such as '06:00 sunrise over the harbour'")
+    return sorted(slots.items())
+
+
+def scheduled_theme(schedule: list[tuple[int, str]], now: float | None = None) -> str:
+    """The theme whose slot began last before ``now`` (the last one of the day before the first slot)."""
+    local = time.localtime(now)
+    minute = local.tm_hour * 60 + local.tm_min
+    return next((theme for start, theme in reversed(schedule) if start <= minute), schedule[-1][1])
+
+
+def told_theme(theme: str, shown: list[str]) -> str:
+    """The theme, and what the channel has already shown (the template reads only the first sentence)."""
+    if not shown:
+        return theme
+    recent = shown[-TOLD_SHOTS:]
+    return (f"{theme.rstrip()}\n\nAlready on air (write new shots, do not repeat these):\n"
+            + "\n".join(f"- {p}" for p in recent))
 
 
 # ---------------------------------------------------------------- the graph
@@ -311,6 +370,11 @@ def prepare(args) -> tuple[dict, bool, str]:
         raise UsageError(f"--tiny-dir {args.tiny_dir}: is a file; give a folder")
     if not os.path.isfile(args.workflow):
         raise UsageError(f"--workflow {args.workflow}: no such file")
+    if args.episodes and not args.forever:
+        raise UsageError("--episodes: counts the episodes of --forever; add --forever (or use --shots for one episode)")
+    if args.schedule and not args.forever:
+        raise UsageError("--schedule: picks each episode's theme; add --forever")
+    args.schedule_slots = read_schedule(args.schedule) if args.schedule else []
     if args.models is not None and not os.path.isdir(args.models) and not args.download:
         raise UsageError(f"--models {args.models}: no such folder; give the folder holding zeroscope/, film/ and musicgen/, "
                          "add --download to fetch the models into it, or leave --models out to try the station on tiny random models")
@@ -344,6 +408,67 @@ def prepare(args) -> tuple[dict, bool, str]:
     return graph, tiny, run_dir
 
 
+def start_channel(api: dict):
+    """Put the channel on air before anything renders, on the run's playlist (a slate while it is empty).
+
+    The graph's own channel node runs, alone, on the playlist file its playlist node writes: when the
+    episode's graph reaches the channel node, the settings match and the channel takes the new clips
+    without a reconnect. The playlist mode (ffmpeg loops the file) needs clips first, so it waits."""
+    from ..nodes.broadcast import channel as channels
+    from ..nodes.broadcast.playlist import inside_output, write_ffconcat
+    from ..workflow import runner
+    from ..workflow.format import find_node
+
+    if workflow_value(api, "WebTVRTMPChannel.mode") != "clips":
+        return None
+    playlist = inside_output(workflow_value(api, "WebTVFFConcatPlaylist.filename"), "playlist")
+    if not os.path.exists(playlist):
+        write_ffconcat(playlist, [])
+    nid = find_node(api, "WebTVRTMPChannel")
+    runner.run({nid: {**api[nid], "inputs": {**api[nid]["inputs"], "playlist": playlist}}})
+    return channels.get(workflow_value(api, "WebTVRTMPChannel.channel"))
+
+
+def episode_graph(api: dict, args, run_dir: str, number: int, shown: list[str]) -> tuple[dict, str]:
+    """Episode ``number`` of a --forever run: its own clip folder, the theme of the hour, told what aired."""
+    from ..workflow.format import find_node
+
+    graph = json.loads(json.dumps(api))
+    writer = graph[find_node(graph, "WebTVShotWriter")]["inputs"]
+    theme = scheduled_theme(args.schedule_slots) if args.schedule_slots else writer["theme"]
+    writer["theme"] = told_theme(theme, shown)
+    if isinstance(writer["seed"], int):
+        writer["seed"] = (writer["seed"] + number - 1) % 2**64  # the template varies its camera moves too
+    graph[find_node(graph, "WebTVSaveVideo")]["inputs"]["filename_prefix"] = f"{run_dir}/ep{number:04d}/shot"
+    return graph, theme
+
+
+def run_episode(graph: dict, term: "Terminal", retainer) -> dict:
+    """Run one episode's graph; retention waits while its playlist and channel nodes change the programme."""
+    from ..workflow import runner
+    from ..workflow.format import find_node
+
+    held = threading.Event()
+
+    def on_node(nid: str, class_type: str, index: int, count: int) -> None:
+        if retainer is not None and class_type == "WebTVFFConcatPlaylist" and not held.is_set():
+            retainer.lock.acquire()
+            held.set()
+        term.stage = graph[nid].get("_meta", {}).get("title") or class_type
+        term.say(f"[{index + 1}/{count}] {term.stage}")
+
+    try:
+        results = runner.run(graph, on_node=on_node)
+    finally:
+        if held.is_set():
+            retainer.lock.release()
+    shots, _, report = results[find_node(graph, "WebTVShotWriter")]["outputs"]
+    clips = results.get(find_node(graph, "WebTVSaveVideo"), {}).get("outputs", [[]])[0]
+    playlist = results.get(find_node(graph, "WebTVFFConcatPlaylist"), {}).get("outputs", [[None]])[0][-1:]
+    return {"shots": shots, "writer": json.loads(report[0]).get("source"), "clips": clips,
+            "playlist": playlist[0] if playlist else None}
+
+
 def run(args) -> int:
     try:
         api, tiny, run_dir = prepare(args)
@@ -357,26 +482,42 @@ def run(args) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     from ..nodes.broadcast import channel as channels
+    from ..nodes.broadcast.playlist import inside_output
+    from ..nodes.broadcast.retention import Retainer, Retention
     from ..workflow import runner
-    from ..workflow.format import find_node
 
     term = Terminal()
     channel = workflow_value(api, "WebTVRTMPChannel.channel")
-    term.say(f"run {run_dir.rsplit('/', 1)[-1]}: {os.path.join(os.path.abspath(args.output), *run_dir.split('/'))}")
-
-    def on_node(nid: str, class_type: str, index: int, count: int) -> None:
-        term.stage = api[nid].get("_meta", {}).get("title") or class_type
-        term.say(f"[{index + 1}/{count}] {term.stage}")
-
-    results, final, code, error, shots, source = {}, None, 0, None, [], None
+    run_id = run_dir.rsplit("/", 1)[-1]
+    term.say(f"run {run_id}: {os.path.join(os.path.abspath(args.output), *run_dir.split('/'))}")
+    policy = Retention(args.retention_hours, args.retention_mb)
+    episodes, final, code, error, retainer = [], None, 0, None, None
     try:
-        results = runner.run(api, on_node=on_node)
-        shots, _, report = results[find_node(api, "WebTVShotWriter")]["outputs"]
-        source = json.loads(report[0]).get("source")
-        term.say(f"shots (written by {source}):\n" + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(shots)))
-        status = channels.get(channel).status()
-        term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
-                 f"({status['clips']} clip(s) of run {run_dir.rsplit('/', 1)[-1]})")
+        live = start_channel(api)
+        if live is not None:
+            status = live.status()
+            term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
+                     f"({status['clips']} clip(s) of run {run_id}; the slate until there are clips)")
+            if policy.active:
+                playlist = inside_output(workflow_value(api, "WebTVFFConcatPlaylist.filename"), "playlist")
+                retainer = Retainer(live, policy, playlist).start()
+        shown: list[str] = []
+        limit = (args.episodes or float("inf")) if args.forever else 1
+        for number in itertools.count(1):
+            if number > limit:
+                break
+            graph, theme = episode_graph(api, args, run_dir, number, shown) if args.forever else (api, None)
+            if args.forever:
+                term.say(f"episode {number}: {theme}")
+            episode = run_episode(graph, term, retainer)
+            episodes.append({"episode": number, "theme": theme, **episode})
+            shown += episode["shots"]
+            term.say(f"shots (written by {episode['writer']}):\n" + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(episode["shots"])))
+            status = channels.get(channel).status()
+            term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
+                     f"({status['clips']} clip(s) of run {run_id})")
+            if retainer is None and policy.active:
+                retainer = Retainer(channels.get(channel), policy, episode["playlist"]).start()
         wait_on_air(args.on_air, term)
     except KeyboardInterrupt:
         term.say("interrupted")
@@ -385,15 +526,21 @@ def run(args) -> int:
         error, code = str(e), 1
         term.say(f"run: error: {e}")
     finally:
+        if retainer is not None:
+            retainer.stop()
         if channel in channels.statuses():
             final = channels.stop(channel)
         term.close()
-    clips = results.get(find_node(api, "WebTVSaveVideo"), {}).get("outputs", [[]])[0]
-    playlist = results.get(find_node(api, "WebTVFFConcatPlaylist"), {}).get("outputs", [[None]])[0][-1:]
     if tiny:
         term.say("this run used TINY RANDOM MODELS (noise); add --download for the real ones")
-    summary = {"run": run_dir.rsplit("/", 1)[-1], "shots": shots, "writer": source, "clips": clips,
-               "playlist": playlist[0] if playlist else None, "tiny_models": tiny, "channel": final, "error": error}
+    last = episodes[-1] if episodes else {}
+    summary = {"run": run_id, "shots": [s for e in episodes for s in e["shots"]], "writer": last.get("writer"),
+               "clips": [c for e in episodes for c in e["clips"]], "playlist": last.get("playlist"), "tiny_models": tiny,
+               "channel": final, "error": error}
+    if args.forever:
+        summary["episodes"] = episodes
+    if policy.active:
+        summary["deleted"] = retainer.deleted if retainer else []
     print(json.dumps(summary, default=str), flush=True)
     return code
 
@@ -422,6 +569,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help="set any input of the workflow: NODE is a node id, title or class type "
                    "(e.g. --set \"MusicGen (match the clip).guidance=4\"); applied after the options (repeatable)")
     p.add_argument("--on-air", type=_seconds, default=0.0, help="seconds to stay on air after the last clip; 0: until Ctrl-C")
+    p.add_argument("--forever", action="store_true", help="keep writing and airing new episodes (each in its own "
+                   "folder, the Shot Writer told what already aired) until Ctrl-C")
+    p.add_argument("--episodes", type=_whole(1), metavar="N", help="with --forever: stop writing after N episodes (then --on-air applies)")
+    p.add_argument("--schedule", metavar="FILE", help="with --forever: themes by time of day, lines of 'HH:MM theme' "
+                   "(local time); each episode takes the theme of its hour")
+    p.add_argument("--retention-hours", type=_limit, default=0.0, metavar="H", help="delete clips that have aired "
+                   "once they are older than H hours, oldest first (never the clip on air or the next one); 0: keep")
+    p.add_argument("--retention-mb", type=_limit, default=0.0, metavar="MB", help="delete the oldest clips that have "
+                   "aired while the programme's clips take more than MB megabytes; 0: no quota")
     p.add_argument("--resume", type=_run_id, metavar="RUN_ID", help="add this run's shots to an earlier run's programme "
                    f"(a folder under output/{STATION_FOLDER}) instead of starting a new one")
     p.add_argument("--models", help="ComfyUI-style models folder (default: ./models; when models are missing there, "
