@@ -1,0 +1,187 @@
+"""A station that runs for days: the slate of an empty channel, retention, and `run --forever` on tiny models."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from comfyui_webtv.cli import main
+from comfyui_webtv.nodes.broadcast import channel as channels
+from comfyui_webtv.nodes.broadcast import slate
+from comfyui_webtv.nodes.broadcast.normalize import ChannelFormat, probe
+from comfyui_webtv.nodes.broadcast.playlist import Entry, read_ffconcat, write_ffconcat
+from comfyui_webtv.nodes.broadcast.retention import Retainer, Retention
+from comfyui_webtv.nodes.common.ffmpeg import ffmpeg_exe, run_ffmpeg
+from comfyui_webtv.nodes.prompts import backends
+from test_prompts import ChatServer
+
+FMT = ChannelFormat(320, 180, Fraction(24))
+DARK_BLUE_LUMA = 16 + (65.481 * 16 + 128.553 * 24 + 24.966 * 48) / 255  # BT.601 limited range of RGB (16, 24, 48)
+
+
+def _luma(frame: bytes, fmt: ChannelFormat = FMT) -> np.ndarray:
+    return np.frombuffer(frame[: fmt.width * fmt.height], np.uint8).reshape(fmt.height, fmt.width)
+
+
+def _clip(path: str, colour: str = "red", seconds: float = 1.0) -> str:
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", f"color=c={colour}:s=64x36:r=24:d={seconds}", "-c:v", "libx264",
+                "-preset", "ultrafast", "-pix_fmt", "yuv420p", path])
+    return path
+
+
+# ---------------------------------------------------------------- the slate
+
+
+def test_slate_shows_text_on_a_coloured_ground_and_depends_on_the_name():
+    frame = slate.slate_frame(FMT, "ai_webtv")
+    luma = _luma(frame)
+    assert len(frame) == FMT.frame_bytes
+    assert abs(float(np.median(luma)) - DARK_BLUE_LUMA) < 3  # the ground: dark blue, not black (16)
+    assert (luma > 150).sum() > 200  # white text
+    assert slate.slate_frame(FMT, "other_channel") != frame  # the channel's own name is drawn
+
+
+def test_slate_without_drawtext_uses_pillows_font(monkeypatch):
+    def no_font(*args):
+        raise RuntimeError("Cannot find a valid font")
+
+    monkeypatch.setattr(slate, "_drawtext", no_font)
+    slate.slate_frame.cache_clear()
+    try:
+        luma = _luma(slate.slate_frame(FMT, "fallback"))
+    finally:
+        slate.slate_frame.cache_clear()
+    assert abs(float(np.median(luma)) - DARK_BLUE_LUMA) < 3 and (luma > 150).sum() > 50
+
+
+def test_an_empty_channel_airs_the_slate_not_black(output_dir):
+    """A channel started with no clip: its stream (the preview's HLS, decoded by ffmpeg) shows the slate."""
+    channel = channels.start(channels.ChannelSettings(name="starting", preview=True, fmt=FMT), [])
+    try:
+        end, media = time.monotonic() + 90, b""
+        while time.monotonic() < end and not media:
+            init, segments = glob.glob(os.path.join(channel.hls_dir, "init_*.mp4")), sorted(glob.glob(os.path.join(channel.hls_dir, "seg_*.m4s")))
+            if init and len(segments) >= 2:  # the first segment is complete once a second exists
+                try:
+                    with open(init[0], "rb") as a, open(segments[-2], "rb") as b:
+                        media = a.read() + b.read()
+                except FileNotFoundError:
+                    pass  # rotated away meanwhile
+            time.sleep(0.5)
+        assert media, f"no HLS segment: {channel.status()}"
+        assert channel.status()["current_clip"]["slate"] is True
+        frame = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", "pipe:0", "-frames:v", "1", "-f", "rawvideo",
+                                "-pix_fmt", "yuv420p", "pipe:1"], input=media, capture_output=True, check=True).stdout
+        luma = _luma(frame)
+        assert abs(float(np.median(luma)) - DARK_BLUE_LUMA) < 4 and (luma > 150).sum() > 100
+    finally:
+        channels.stop_all()
+
+
+# ---------------------------------------------------------------- retention
+
+
+@pytest.fixture
+def rotation(output_dir):
+    """Six clips c0..c5 (c0 oldest) in an unstarted channel's rotation and a playlist; c1 on air."""
+    folder = os.path.join(output_dir, "WebTV", "ret")
+    os.makedirs(folder)
+    paths = [_clip(os.path.join(folder, f"c{i}.mp4"), colour) for i, colour in enumerate(["red", "green", "blue", "white", "gray", "navy"])]
+    now = time.time()
+    for i, path in enumerate(paths):
+        os.utime(path, (now - 3600 * (6 - i), now - 3600 * (6 - i)))  # c0 six hours old ... c5 one hour old
+    playlist = os.path.join(folder, "channel.ffconcat")
+    write_ffconcat(playlist, [Entry(p, probe(p).duration) for p in paths])
+    settings = channels.ChannelSettings(name="ret", outputs=("rtmp://127.0.0.1:9/live/ret",), preview=False, fmt=FMT)
+    channel = channels.Channel(settings, [probe(p) for p in paths])
+    channel._cursor = 1  # c1 on air, c2 queued next
+    return channel, paths, playlist, now
+
+
+def _after(channel, paths, playlist, deleted):
+    kept = [p for p in paths if p not in deleted]
+    assert channel.rotation()[0] == kept and [e.path for e in read_ffconcat(playlist)] == kept
+    assert [os.path.exists(p) for p in paths] == [p not in deleted for p in paths]
+    assert channel.rotation()[0][channel.rotation()[1]] == paths[1]  # the clip on air stays on air
+
+
+def test_retention_by_age_spares_the_clip_on_air_the_next_and_those_not_yet_aired(rotation):
+    channel, paths, playlist, now = rotation
+    retainer = Retainer(channel, Retention(max_age_hours=2.5), playlist)
+    retainer.aired = set(paths[:4]) | {paths[5]}  # c4 never aired: queued
+    deleted = retainer.prune(now)
+    assert deleted == [paths[0], paths[3]]  # c0 (6 h), c3 (3 h); c1 on air, c2 next, c4 queued; c5 is young
+    _after(channel, paths, playlist, deleted)
+    assert retainer.prune(now) == []
+
+
+def test_retention_by_quota_deletes_oldest_first_until_under(rotation):
+    channel, paths, playlist, now = rotation
+    sizes = [os.path.getsize(p) for p in paths]
+    retainer = Retainer(channel, Retention(max_mb=(sum(sizes) - sizes[0] - sizes[3] / 2) / 1e6), playlist)
+    retainer.aired = set(paths)
+    deleted = retainer.prune(now)
+    assert deleted == [paths[0], paths[3]]  # c0 is not enough; c3 is the next oldest not on air or next
+    _after(channel, paths, playlist, deleted)
+
+
+def test_retention_never_deletes_queued_clips_even_over_quota(rotation):
+    channel, paths, playlist, now = rotation
+    retainer = Retainer(channel, Retention(max_mb=1e-6), playlist)
+    assert retainer.prune(now) == [] and all(os.path.exists(p) for p in paths)  # nothing has aired yet
+
+
+def test_retention_options_are_checked():
+    with pytest.raises(ValueError, match="retention_hours"):
+        Retention(max_age_hours=float("nan"))
+    with pytest.raises(ValueError, match="retention_mb"):
+        Retention(max_mb=-1)
+
+
+# ---------------------------------------------------------------- run --forever
+
+
+def _shots(subject: str) -> str:
+    return json.dumps({"subject": subject, "camera": "35mm film", "lighting": "grey dawn", "shots": [
+        {"prompt": f"{subject} under a storm, 35mm film, grey dawn", "motion": "the camera pans left"}]})
+
+
+@pytest.mark.slow
+def test_forever_writes_new_episodes_on_air_and_retention_bounds_them(tiny_models_dir, tmp_path, monkeypatch, capsys):
+    """Three episodes of one shot: each in its own folder, the writer (an endpoint on 127.0.0.1) told what
+    aired before; the clips join the running channel; retention deletes only clips that aired, and the
+    playlist never names a deleted file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(backends.KEY_ENV, "sk-test")
+    subjects = ["a lighthouse keeper", "a fishing boat", "a storm petrel"]
+    with ChatServer([_shots(s) for s in subjects]) as server:
+        code = main(["run", "--forever", "--episodes", "3", "--shots", "1", "--on-air", "10", "--tiny-dir", tiny_models_dir,
+                     "--llm", "openai_compatible", "--llm-url", server.url, "--llm-model", "m", "--retention-mb", "0.000001"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    episodes = summary["episodes"]
+    assert [e["episode"] for e in episodes] == [1, 2, 3]
+    run_dir = tmp_path / "output" / "WebTV" / "station" / summary["run"]
+    for number, (episode, subject) in enumerate(zip(episodes, subjects), 1):
+        assert subject in episode["shots"][0] and episode["writer"] == "openai_compatible"
+        assert [os.path.dirname(c) for c in episode["clips"]] == [str(run_dir / f"ep{number:04d}")]
+    asked = [r["body"]["messages"][1]["content"] for r in server.requests]
+    assert len(asked) == 3 and "Already on air" not in asked[0]
+    assert episodes[0]["shots"][0] in asked[1] and all(e["shots"][0] in asked[2] for e in episodes[:2])
+
+    clips, deleted = summary["clips"], summary["deleted"]
+    history = summary["channel"]["history"]
+    assert {h["path"] for h in history} == set(clips) - set(deleted) or set(clips) <= {h["path"] for h in history} | set(deleted)
+    assert deleted and set(deleted) < set(clips)  # the two protected clips stay
+    playlist = [e.path for e in read_ffconcat(summary["playlist"])]
+    assert playlist == [c for c in clips if c not in deleted]
+    assert not any(os.path.exists(c) for c in deleted) and all(os.path.exists(c) for c in playlist)
+    assert channels.statuses() == {}
