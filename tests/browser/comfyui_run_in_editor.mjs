@@ -2,14 +2,19 @@
 // reports what the pack's extension shows: the players on the page and the channel status panels.
 // Usage: node comfyui_run_in_editor.mjs <comfyui url> <fresh profile dir> <workflow.json> <caps json>
 import { readFileSync } from "node:fs";
-import { openPage } from "./chromium.mjs";
+import { collectErrors, openPage } from "./chromium.mjs";
 
 const [url, profile, file, caps] = process.argv.slice(2);
 const { context, page } = await openPage(profile);
+const errors = [];
 try {
+  collectErrors(page, errors);
   await page.goto(url);
   await page.waitForFunction(() => window.app?.graph && window.app.extensions?.length > 0, null, { timeout: 90000 });
   await page.evaluate(async ([data, limits]) => {
+    const { api } = await import("/scripts/api.js");
+    window.webtvRunErrors = [];
+    api.addEventListener("execution_error", (e) => window.webtvRunErrors.push(e.detail?.exception_message ?? "error"));
     await window.app.loadGraphData(data);
     for (const node of window.app.graph._nodes) {
       for (const widget of node.widgets ?? []) {
@@ -18,7 +23,7 @@ try {
     }
     await window.app.queuePrompt(0, 1);
   }, [JSON.parse(readFileSync(file, "utf8")), JSON.parse(caps)]);
-  await page.waitForFunction(() => document.querySelector("[data-webtv=video-link]")?.textContent, null, { timeout: 240000 });
+  await page.waitForFunction(() => document.querySelector("[data-webtv=video-link]")?.textContent || window.webtvRunErrors.length, null, { timeout: 240000 });
   await page.waitForTimeout(3000); // the editor draws its own preview on the next frames
   if (await page.locator("[data-webtv=state]").count()) {
     const onAir = () => [...document.querySelectorAll("[data-webtv=state]")].some((e) => e.textContent === "● ON AIR");
@@ -28,7 +33,9 @@ try {
     videos: [...document.querySelectorAll("video")].map((v) => ({ ours: v.dataset.webtv === "video", src: v.getAttribute("src"), shown: v.style.display !== "none" })),
     link: document.querySelector("[data-webtv=video-link]")?.textContent ?? null,
     states: [...document.querySelectorAll("[data-webtv=state]")].map((e) => e.textContent),
+    runErrors: window.webtvRunErrors,
   }));
+  facts.errors = errors;
   console.log(JSON.stringify(facts));
 } finally {
   await context.close();
