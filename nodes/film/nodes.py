@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import torch
 
@@ -15,6 +16,8 @@ from .interpolate import check_output_size, interpolate
 from .model import FilmNet
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# CUDA only: torch.compile each model part for one batch shape (a slow first run, faster long runs).
+COMPILE = os.environ.get("COMFYUI_WEBTV_FILM_COMPILE", "") == "1"
 
 
 def run_dtype(choice: str, device: torch.device) -> torch.dtype:
@@ -95,12 +98,11 @@ class FilmInterpolate:
             },
             "optional": {
                 "interp_model": ("INTERP_MODEL", {"tooltip": "A FILM model from ComfyUI's Load Frame Interpolation Model; replaces model_name (RIFE models are refused)."}),
-                "compile": ("BOOLEAN", {"default": False, "tooltip": "CUDA only: torch.compile each model part for the first run's frame size and batch (slow first run, faster long runs). Ignored on CPU."}),
             },
         }
 
     def interpolate(self, frames, model_name, mode, multiplier, source_fps, target_fps, strategy,
-                    bisection_depth, scene_cut_threshold, batch_size, dtype, interp_model=None, compile=False):
+                    bisection_depth, scene_cut_threshold, batch_size, dtype, interp_model=None):
         images = gather_frames(frames)
         count, height, width = images.shape[:3]
         source = timing.as_rate(source_fps, "source_fps")
@@ -127,7 +129,7 @@ class FilmInterpolate:
         plan = timing.make_plan(times, count, strategy, model.honours_t, bisection_depth, cuts)
         bar = host.ProgressBar(len(plan.frames))
         with on_device(model, device=device):
-            out = interpolate(model, images, plan, batch_size, on_frame=bar.update, compile=bool(compile))
+            out = interpolate(model, images, plan, batch_size, on_frame=bar.update, compile=COMPILE)
         report = {"model": model_name, "weights_honour_t": model.honours_t, **plan.report(fps)}
         return (out, float(fps), json.dumps(report))
 
