@@ -298,6 +298,22 @@ def video_from_file(path: str):
     return VideoFile(path)
 
 
+def video_file(video) -> str | None:
+    """The file behind a VIDEO that is one (core's ``VideoFromFile`` on a path, :class:`VideoFile`), else None.
+    Other VIDEOs are asked for nothing here: core encodes them in memory to answer ``get_stream_source``."""
+    if isinstance(video, VideoFile):
+        return video.path
+    if IN_COMFYUI:
+        try:
+            from comfy_api.latest import InputImpl
+        except ImportError:
+            return None
+        if isinstance(video, InputImpl.VideoFromFile):
+            source = video.get_stream_source()
+            return source if isinstance(source, str) else None
+    return None
+
+
 # ---------------------------------------------------------------- server and lifetime
 
 def add_routes(register: Callable[[object], None]) -> bool:

@@ -73,8 +73,8 @@ def _clip_path(clip, input_name: str) -> str | None:
         return clip
     if not callable(getattr(clip, "save_to", None)):
         raise ValueError(f"{input_name}: expected a clip path or a VIDEO, got {type(clip).__name__}.")
-    source = clip.get_stream_source() if callable(getattr(clip, "get_stream_source", None)) else None
-    if isinstance(source, str) and os.path.isfile(source):
+    source = host.video_file(clip)
+    if source and os.path.isfile(source):
         root, full = os.path.realpath(host.output_dir()), os.path.realpath(source)
         if os.path.commonpath([root, full]) == root:
             return full
