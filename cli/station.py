@@ -143,6 +143,7 @@ class UsageError(ValueError):
 
 
 SCHEDULE_LINE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)\s+(\S.*)$")
+STATE_FILE = "channel.state.json"  # the channel's rotation and position in the run folder (--remember)
 TOLD_SHOTS = 12  # the most recent prompts the Shot Writer is told about
 
 
@@ -483,6 +484,7 @@ def run(args) -> int:
         return 130
     from ..nodes.broadcast import channel as channels
     from ..nodes.broadcast.playlist import inside_output
+    from ..nodes.broadcast import state
     from ..nodes.broadcast.retention import Retainer, Retention
     from ..workflow import runner
 
@@ -491,9 +493,16 @@ def run(args) -> int:
     run_id = run_dir.rsplit("/", 1)[-1]
     term.say(f"run {run_id}: {os.path.join(os.path.abspath(args.output), *run_dir.split('/'))}")
     policy = Retention(args.retention_hours, args.retention_mb)
-    episodes, final, code, error, retainer = [], None, 0, None, None
+    episodes, final, code, error, retainer, keeper, resumed_at = [], None, 0, None, None, None, None
     try:
         live = start_channel(api)
+        if live is not None and args.remember:
+            state_path = os.path.join(os.path.abspath(args.output), *run_dir.split("/"), STATE_FILE)
+            saved = state.load(state_path) if args.resume else None
+            if saved:
+                resumed_at = state.restore(live, saved)
+                term.say(f"resuming at {resumed_at or 'the start (the saved clip is gone)'}")
+            keeper = state.Keeper(live, state_path).start()
         if live is not None:
             status = live.status()
             term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
@@ -528,6 +537,8 @@ def run(args) -> int:
     finally:
         if retainer is not None:
             retainer.stop()
+        if keeper is not None:
+            keeper.stop()
         if channel in channels.statuses():
             final = channels.stop(channel)
         term.close()
@@ -541,6 +552,8 @@ def run(args) -> int:
         summary["episodes"] = episodes
     if policy.active:
         summary["deleted"] = retainer.deleted if retainer else []
+    if args.remember:
+        summary["resumed_at"] = resumed_at
     print(json.dumps(summary, default=str), flush=True)
     return code
 
@@ -578,6 +591,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    "once they are older than H hours, oldest first (never the clip on air or the next one); 0: keep")
     p.add_argument("--retention-mb", type=_limit, default=0.0, metavar="MB", help="delete the oldest clips that have "
                    "aired while the programme's clips take more than MB megabytes; 0: no quota")
+    p.add_argument("--remember", action="store_true", help=f"save the channel's rotation and position in the run folder "
+                   f"({STATE_FILE}, replaced atomically every few seconds); with --resume, go on from the clip that was on air")
     p.add_argument("--resume", type=_run_id, metavar="RUN_ID", help="add this run's shots to an earlier run's programme "
                    f"(a folder under output/{STATION_FOLDER}) instead of starting a new one")
     p.add_argument("--models", help="ComfyUI-style models folder (default: ./models; when models are missing there, "

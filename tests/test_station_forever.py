@@ -14,7 +14,7 @@ import pytest
 
 from comfyui_webtv.cli import main
 from comfyui_webtv.nodes.broadcast import channel as channels
-from comfyui_webtv.nodes.broadcast import slate
+from comfyui_webtv.nodes.broadcast import slate, state
 from comfyui_webtv.nodes.broadcast.normalize import ChannelFormat, probe
 from comfyui_webtv.nodes.broadcast.playlist import Entry, read_ffconcat, write_ffconcat
 from comfyui_webtv.nodes.broadcast.retention import Retainer, Retention
@@ -178,10 +178,65 @@ def test_forever_writes_new_episodes_on_air_and_retention_bounds_them(tiny_model
     assert episodes[0]["shots"][0] in asked[1] and all(e["shots"][0] in asked[2] for e in episodes[:2])
 
     clips, deleted = summary["clips"], summary["deleted"]
-    history = summary["channel"]["history"]
-    assert {h["path"] for h in history} == set(clips) - set(deleted) or set(clips) <= {h["path"] for h in history} | set(deleted)
     assert deleted and set(deleted) < set(clips)  # the two protected clips stay
     playlist = [e.path for e in read_ffconcat(summary["playlist"])]
     assert playlist == [c for c in clips if c not in deleted]
     assert not any(os.path.exists(c) for c in deleted) and all(os.path.exists(c) for c in playlist)
     assert channels.statuses() == {}
+
+
+# ---------------------------------------------------------------- resume after a restart
+
+
+def _first_aired(channel, timeout: float = 90.0) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        history = channel.status()["history"]
+        if history and history[0]["frames"]:
+            return history[0]["path"]
+        time.sleep(0.1)
+    raise AssertionError(f"nothing aired: {channel.status()}")
+
+
+def test_a_restarted_channel_goes_on_from_the_saved_clip(output_dir):
+    folder = os.path.join(output_dir, "WebTV", "resume")
+    os.makedirs(folder)
+    paths = [_clip(os.path.join(folder, f"c{i}.mp4"), colour, 0.5) for i, colour in enumerate(["red", "green", "blue", "white"])]
+    saved_at = os.path.join(folder, "state.json")
+    settings = channels.ChannelSettings(name="resumed", preview=True, fmt=FMT)
+    channel = channels.start(settings, paths)
+    keeper = state.Keeper(channel, saved_at).start()
+    end = time.monotonic() + 90
+    while (channel.status()["current_clip"] or {}).get("path") not in paths[2:] and time.monotonic() < end:
+        time.sleep(0.05)  # past the first two clips
+    keeper.stop()
+    channels.stop("resumed")
+    with open(saved_at) as f:
+        saved = json.load(f)
+    assert saved["clips"] == paths and saved["clip"] in paths[1:]
+    assert [n for n in os.listdir(folder) if n.startswith(".")] == []  # replaced atomically, no part file left
+
+    channel = channels.start(settings, [])  # a restart knows nothing: the state brings the rotation and the position
+    try:
+        assert state.restore(channel, state.load(saved_at)) == saved["clip"]
+        assert channel.rotation()[0] == paths
+        assert _first_aired(channel) == saved["clip"]
+    finally:
+        channels.stop_all()
+    assert state.load(os.path.join(folder, "missing.json")) is None
+
+
+@pytest.mark.slow
+def test_run_remember_and_resume_goes_on_where_it_was(tiny_models_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = ["--shots", "1", "--on-air", "3", "--tiny-dir", tiny_models_dir, "--remember"]
+    assert main(["run", *common]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved_at = tmp_path / "output" / "WebTV" / "station" / first["run"] / "channel.state.json"
+    saved = json.loads(saved_at.read_text())
+    assert saved["clips"] == first["clips"] and saved["clip"] == first["clips"][0]
+    assert main(["run", *common, "--resume", first["run"]]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["resumed_at"] == saved["clip"]
+    assert second["channel"]["history"][0]["path"] == saved["clip"]
+    assert json.loads(saved_at.read_text())["clips"] == first["clips"] + second["clips"]

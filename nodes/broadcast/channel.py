@@ -330,6 +330,16 @@ class Channel:
             self._clips = [c for i, c in enumerate(self._clips) if i not in gone]
             return [p for p in removed if p not in {c.path for c in self._clips}]  # a path listed twice stays while kept once
 
+    def seek(self, path: str) -> bool:
+        """Play ``path`` at the next clip boundary (at once before the first clip); False when it is not in the rotation."""
+        with self._lock:
+            paths = [c.path for c in self._clips]
+            if path not in paths:
+                return False
+            self._cursor = paths.index(path)
+            self._hold = bool(self._current) and not self._current.get("slate")  # the clip on air finishes first
+            return True
+
     def set_clips(self, clips: list[ClipInfo]) -> None:
         """Replace the rotation (a playlist edited, clips removed); playback goes on after the current clip."""
         with self._lock:
