@@ -55,7 +55,11 @@ def rss_mb(pid: int | str = "self") -> float:
 def children(pid: int) -> list[int]:
     """Every descendant process of ``pid``."""
     found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []  # it has just exited
+    for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/children") as f:
                 kids = [int(k) for k in f.read().split()]
