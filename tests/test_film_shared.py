@@ -338,3 +338,30 @@ def test_non_finite_rates_and_oversized_outputs_are_refused_before_any_work(tiny
     with pytest.raises(ValueError, match="multiplier: the output would be"):
         node.interpolate(frames, **{**kwargs, "mode": "multiplier", "multiplier": 10**6})
     assert os.listdir(tiny_env["output"]) == []
+
+
+def test_static_batches_pad_the_last_one_without_changing_frames(monkeypatch):
+    """The shapes torch.compile sees on CUDA: every call padded to one batch size (checked here on CPU)."""
+    from comfyui_webtv.nodes.film import interpolate as loop
+
+    shapes = []
+
+    class Static(loop.Runner):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.static = True
+            self.parts = [self._record(p) for p in self.parts]
+
+        def _record(self, part):
+            def run(first, *rest):
+                shapes.append(first.shape[0] if isinstance(first, torch.Tensor) else first[0].shape[0])
+                return part(first, *rest)
+            return run
+
+    monkeypatch.setattr(loop, "Runner", Static)
+    images = clip(4, seed=16)
+    model = tiny.random_model(seed=17)
+    plan = timing.make_plan(timing.multiplier_times(4, 3), 4, "single_shot", True, 4)
+    out = loop.interpolate(model, images, plan, batch_size=4)
+    assert set(shapes) == {4, 5}  # features: batch + 1; flows and fusion: batch (6 times -> 4 + 2 padded)
+    assert (out - unshared(model, images, plan)).abs().max().item() < 1e-5

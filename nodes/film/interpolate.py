@@ -91,7 +91,6 @@ class Runner:
             model.to(memory_format=torch.channels_last)
         if self.static:
             self.parts = [torch.compile(p, dynamic=False) for p in self.parts]
-        self.calls = {"features": 0, "flows": 0, "synthesize": 0}  # samples through each part
 
     @contextmanager
     def tuned(self) -> Iterator[None]:
@@ -115,7 +114,6 @@ class Runner:
     def features(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """Levels of ``[N,3,H,W]`` float32 frames (already padded to the alignment), N <= batch_size + 1."""
         n = frames.shape[0]
-        self.calls["features"] += n
         x = self._pad(frames.to(self.dtype), self.batch_size + 1)
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -123,13 +121,11 @@ class Runner:
 
     def flows(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         n = a[0].shape[0]
-        self.calls["flows"] += n
         f01, f10 = self.parts[1]([self._pad(x) for x in a], [self._pad(x) for x in b])
         return [f[:n] for f in f01], [f[:n] for f in f10]
 
     def synthesize(self, a, b, flow01, flow10, t: torch.Tensor) -> torch.Tensor:
         n = t.shape[0]
-        self.calls["synthesize"] += n
         pad = self._pad
         out = self.parts[2]([pad(x) for x in a], [pad(x) for x in b], [pad(x) for x in flow01],
                             [pad(x) for x in flow10], pad(t.to(self.device)))
@@ -143,7 +139,6 @@ def interpolate(
     batch_size: int = 1,
     on_frame: Callable[[int], None] | None = None,
     compile: bool = False,
-    runner: Runner | None = None,
 ) -> torch.Tensor:
     """Render ``plan`` from IMAGE ``images`` ``[F,H,W,3]``; returns the output IMAGE (float32, CPU).
 
@@ -153,7 +148,7 @@ def interpolate(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be at least 1, got {batch_size}.")
-    run = runner or Runner(model, batch_size, compile)
+    run = Runner(model, batch_size, compile)
     height, width = images.shape[1:3]
     align = model.config.align
     box = pad_to(images[:1, ..., :1].permute(0, 3, 1, 2), align)[1]  # the crop back to the frame size
