@@ -19,6 +19,7 @@ try {
     for (const node of window.app.graph._nodes) {
       for (const widget of node.widgets ?? []) {
         if (widget.name in limits && typeof widget.value === "number") widget.value = Math.min(widget.value, limits[widget.name]);
+        if (widget.name === "seed") widget.value = Math.floor(Math.random() * 1e9); // a new clip, not a cached run
       }
     }
     await window.app.queuePrompt(0, 1);
