@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .. import host
 from ..common import checks
 from .playlist import read_ffconcat, write_ffconcat
 
@@ -78,7 +79,9 @@ class Retainer:
             if time.monotonic() - last >= self.interval and self.lock.acquire(blocking=False):
                 try:
                     self.prune()
-                except Exception:  # noqa: BLE001 - retention must never take the channel down; say why and retry
+                except Exception as exc:  # noqa: BLE001 - retention must never take the channel down; say why and retry
+                    if host.is_interrupt(exc):
+                        raise
                     log.exception("retention of channel %s failed", self.channel.settings.name)
                 finally:
                     self.lock.release()
