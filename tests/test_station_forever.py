@@ -240,3 +240,32 @@ def test_run_remember_and_resume_goes_on_where_it_was(tiny_models_dir, tmp_path,
     assert second["resumed_at"] == saved["clip"]
     assert second["channel"]["history"][0]["path"] == saved["clip"]
     assert json.loads(saved_at.read_text())["clips"] == first["clips"] + second["clips"]
+
+
+# ---------------------------------------------------------------- the deliberate reconnect (Twitch ends a broadcast at 48 h)
+
+
+@pytest.mark.slow
+def test_session_limit_reconnects_on_purpose_at_a_clip_boundary(output_dir, tmp_path):
+    """session_hours=0.01 (36 s): the channel ends its RTMP session between two clips and opens a new one;
+    nginx logs the finished publish, no attempt failed, and no clip was cut short."""
+    from rtmp_server import Nginx
+
+    server = Nginx(str(tmp_path / "nginx"))
+    server.start()
+    folder = os.path.join(output_dir, "WebTV", "session")
+    os.makedirs(folder)
+    paths = [_clip(os.path.join(folder, f"c{i}.mp4"), colour, 1.0) for i, colour in enumerate(["red", "blue"])]
+    settings = channels.ChannelSettings(name="session", outputs=(server.url("session"),), preview=False, fmt=FMT, session_hours=0.01)
+    channel = channels.start(settings, paths)
+    try:
+        end = time.monotonic() + 240
+        while time.monotonic() < end and not (channel.status()["sessions"] >= 2 and channel.status()["state"] == "live"):
+            time.sleep(0.5)
+        status = channel.status()
+        assert status["sessions"] == 2 and status["reconnects"] == 1 and status["failed_attempts"] == 0, status
+        assert len(server.publishes()) == 1  # the first session's connection ended cleanly
+        assert all(entry["completed"] for entry in status["history"][:-1])  # every clip played whole
+    finally:
+        channels.stop_all()
+        server.kill()
