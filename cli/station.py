@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,6 +131,12 @@ GRAPH_OPTIONS = {
     "--channel": (("WebTVRTMPChannel.channel",), {"help": "channel name"}),
     "--channel-width": (("WebTVRTMPChannel.width",), {"type": _even_size, "help": "channel width (clips are scaled and padded to it)"}),
     "--channel-height": (("WebTVRTMPChannel.height",), {"type": _even_size, "help": "channel height"}),
+    "--session-hours": (("WebTVRTMPChannel.session_hours",), {"type": _positive, "help": "reconnect the RTMP outputs on "
+                        "purpose at a clip boundary after this many hours (at most 48: Twitch ends a broadcast then)"}),
+    "--retention-hours": (("WebTVRTMPChannel.retention_hours",), {"type": _limit, "metavar": "H", "help": "delete clips "
+                          "that have aired once older than H hours, oldest first (never the clip on air or the next one); 0: keep"}),
+    "--retention-mb": (("WebTVRTMPChannel.retention_mb",), {"type": _limit, "metavar": "MB", "help": "delete the oldest "
+                       "clips that have aired while the programme's clips take more than MB megabytes; 0: no quota"}),
     "--rtmp": (("WebTVRTMPChannel.outputs",), {"action": "append", "metavar": "URL", "help": "an rtmp:// or rtmps:// "
                "server, the stream key as a placeholder set in the environment: rtmp://live.twitch.tv/app/${WEBTV_KEY_TWITCH} "
                "(repeatable; none: the local preview only)"}),
@@ -444,24 +449,26 @@ def episode_graph(api: dict, args, run_dir: str, number: int, shown: list[str]) 
     return graph, theme
 
 
-def run_episode(graph: dict, term: "Terminal", retainer) -> dict:
+def run_episode(graph: dict, term: "Terminal", channel: str) -> dict:
     """Run one episode's graph; retention waits while its playlist and channel nodes change the programme."""
+    from ..nodes.broadcast import retention
     from ..workflow import runner
     from ..workflow.format import find_node
 
-    held = threading.Event()
+    held = []
 
     def on_node(nid: str, class_type: str, index: int, count: int) -> None:
-        if retainer is not None and class_type == "WebTVFFConcatPlaylist" and not held.is_set():
+        retainer = retention.attached(channel)
+        if retainer is not None and class_type == "WebTVFFConcatPlaylist" and not held:
             retainer.lock.acquire()
-            held.set()
+            held.append(retainer)
         term.stage = graph[nid].get("_meta", {}).get("title") or class_type
         term.say(f"[{index + 1}/{count}] {term.stage}")
 
     try:
         results = runner.run(graph, on_node=on_node)
     finally:
-        if held.is_set():
+        for retainer in held:
             retainer.lock.release()
     shots, _, report = results[find_node(graph, "WebTVShotWriter")]["outputs"]
     clips = results.get(find_node(graph, "WebTVSaveVideo"), {}).get("outputs", [[]])[0]
@@ -483,17 +490,15 @@ def run(args) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     from ..nodes.broadcast import channel as channels
-    from ..nodes.broadcast.playlist import inside_output
-    from ..nodes.broadcast import state
-    from ..nodes.broadcast.retention import Retainer, Retention
+    from ..nodes.broadcast import retention, state
     from ..workflow import runner
 
     term = Terminal()
     channel = workflow_value(api, "WebTVRTMPChannel.channel")
     run_id = run_dir.rsplit("/", 1)[-1]
     term.say(f"run {run_id}: {os.path.join(os.path.abspath(args.output), *run_dir.split('/'))}")
-    policy = Retention(args.retention_hours, args.retention_mb)
-    episodes, final, code, error, retainer, keeper, resumed_at = [], None, 0, None, None, None, None
+    retains = any(workflow_value(api, f"WebTVRTMPChannel.{name}") for name in ("retention_hours", "retention_mb"))
+    episodes, final, code, error, keeper, resumed_at = [], None, 0, None, None, None
     try:
         live = start_channel(api)
         if live is not None and args.remember:
@@ -507,9 +512,6 @@ def run(args) -> int:
             status = live.status()
             term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
                      f"({status['clips']} clip(s) of run {run_id}; the slate until there are clips)")
-            if policy.active:
-                playlist = inside_output(workflow_value(api, "WebTVFFConcatPlaylist.filename"), "playlist")
-                retainer = Retainer(live, policy, playlist).start()
         shown: list[str] = []
         limit = (args.episodes or float("inf")) if args.forever else 1
         for number in itertools.count(1):
@@ -518,15 +520,13 @@ def run(args) -> int:
             graph, theme = episode_graph(api, args, run_dir, number, shown) if args.forever else (api, None)
             if args.forever:
                 term.say(f"episode {number}: {theme}")
-            episode = run_episode(graph, term, retainer)
+            episode = run_episode(graph, term, channel)
             episodes.append({"episode": number, "theme": theme, **episode})
             shown += episode["shots"]
             term.say(f"shots (written by {episode['writer']}):\n" + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(episode["shots"])))
             status = channels.get(channel).status()
             term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
                      f"({status['clips']} clip(s) of run {run_id})")
-            if retainer is None and policy.active:
-                retainer = Retainer(channels.get(channel), policy, episode["playlist"]).start()
         wait_on_air(args.on_air, term)
     except KeyboardInterrupt:
         term.say("interrupted")
@@ -535,6 +535,7 @@ def run(args) -> int:
         error, code = str(e), 1
         term.say(f"run: error: {e}")
     finally:
+        retainer = retention.attached(channel)
         if retainer is not None:
             retainer.stop()
         if keeper is not None:
@@ -550,7 +551,7 @@ def run(args) -> int:
                "channel": final, "error": error}
     if args.forever:
         summary["episodes"] = episodes
-    if policy.active:
+    if retains:
         summary["deleted"] = retainer.deleted if retainer else []
     if args.remember:
         summary["resumed_at"] = resumed_at
@@ -575,7 +576,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         api = json.load(f)  # the defaults shown are the workflow's (cheap: no node is imported for --help)
     for option, (targets, kwargs) in GRAPH_OPTIONS.items():
         class_type, _, name = targets[0].rpartition(".")
-        default = next(n["inputs"][name] for n in api.values() if n["class_type"] == class_type)
+        default = next(n["inputs"].get(name, "the node's default") for n in api.values() if n["class_type"] == class_type)
         shown = str(default).replace("%", "%%") if default != "" else "none"
         p.add_argument(option, **{**kwargs, "help": f"{kwargs['help']} (workflow: {shown})"})
     p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
@@ -587,10 +588,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=_whole(1), metavar="N", help="with --forever: stop writing after N episodes (then --on-air applies)")
     p.add_argument("--schedule", metavar="FILE", help="with --forever: themes by time of day, lines of 'HH:MM theme' "
                    "(local time); each episode takes the theme of its hour")
-    p.add_argument("--retention-hours", type=_limit, default=0.0, metavar="H", help="delete clips that have aired "
-                   "once they are older than H hours, oldest first (never the clip on air or the next one); 0: keep")
-    p.add_argument("--retention-mb", type=_limit, default=0.0, metavar="MB", help="delete the oldest clips that have "
-                   "aired while the programme's clips take more than MB megabytes; 0: no quota")
     p.add_argument("--remember", action="store_true", help=f"save the channel's rotation and position in the run folder "
                    f"({STATE_FILE}, replaced atomically every few seconds); with --resume, go on from the clip that was on air")
     p.add_argument("--resume", type=_run_id, metavar="RUN_ID", help="add this run's shots to an earlier run's programme "

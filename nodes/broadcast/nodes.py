@@ -10,7 +10,7 @@ from .. import host
 from ..common import checks
 from ..common.files import atomic_path
 from . import channel as channels
-from . import routes
+from . import retention, routes
 from .encoder import PRESETS, TUNES, Encoding
 from .mp4 import next_output_file, write_mp4
 from .normalize import ChannelFormat, probe
@@ -192,6 +192,9 @@ class RTMPChannel:
                 "preview_port": ("INT", {"default": 0, "min": 0, "max": 65535, "tooltip": "Port of the preview page on 127.0.0.1; 0 picks a free one."}),
                 "retry_max_seconds": ("FLOAT", {"default": 5.0, "min": 0.5, "max": 300.0, "step": 0.5, "tooltip": "Longest wait between reconnect attempts (the wait doubles from 0.5 s)."}),
                 "tune": (TUNES, {"default": "zerolatency", "tooltip": "x264 tuning. zerolatency (no B-frames) encodes much faster and starts sooner; none/film/animation give a little more quality per bit for more CPU."}),
+                "session_hours": ("FLOAT", {"default": 47.0, "min": 0.01, "max": 48.0, "step": 0.5, "tooltip": "Reconnect the RTMP outputs on purpose at the first clip boundary after this many hours (Twitch ends a broadcast after 48 h)."}),
+                "retention_hours": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 8760.0, "step": 1.0, "tooltip": "Delete clips that have aired once they are older than this (oldest first; never the clip on air or the next one; they leave the playlist first). 0: keep them."}),
+                "retention_mb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000000.0, "step": 100.0, "tooltip": "Delete the oldest clips that have aired while the rotation's clips take more than this many megabytes. 0: no quota."}),
             },
         }
 
@@ -200,7 +203,8 @@ class RTMPChannel:
         return float("nan")  # the playlist file's content and the channel's state live outside the inputs
 
     def start(self, playlist, channel, outputs, local_preview, mode, width, height, fps, video_kbps, audio_kbps,
-              sample_rate, keyframe_seconds, preset, preview_port=0, retry_max_seconds=5.0, tune="zerolatency"):
+              sample_rate, keyframe_seconds, preset, preview_port=0, retry_max_seconds=5.0, tune="zerolatency",
+              session_hours=47.0, retention_hours=0.0, retention_mb=0.0):
         if not isinstance(playlist, str):
             if not channels.NAME.match(channel.strip()):
                 raise ValueError(f"channel: {channel.strip()!r} is not a valid name; use letters, digits, '-' and '_' (at most 64).")
@@ -219,9 +223,16 @@ class RTMPChannel:
             fmt=ChannelFormat(width, height, Fraction(fps).limit_denominator(1001), int(sample_rate)),
             encoding=Encoding(video_kbps, audio_kbps, keyframe_seconds, preset, tune),
             retry_max_seconds=retry_max_seconds,
+            session_hours=session_hours,
         )
+        policy = retention.Retention(retention_hours, retention_mb)
+        if policy.active and mode != "clips":
+            raise ValueError("retention_hours/retention_mb: the playlist mode loops the file ffmpeg read at start; use the clips mode for retention.")
         clips = [inside_output(e.path, "playlist") for e in read_ffconcat(playlist)]
-        return _status_result(channels.start(settings, clips).status())
+        live = channels.start(settings, clips)
+        if mode == "clips":
+            retention.attach(live, policy, playlist)
+        return _status_result(live.status())
 
 
 class ChannelAppend:

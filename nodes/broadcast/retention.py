@@ -65,7 +65,12 @@ class Retainer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(10)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def observe(self) -> None:
         """Note the clips that have been on air (the channel's recent history)."""
@@ -74,7 +79,7 @@ class Retainer:
 
     def _loop(self) -> None:
         last = time.monotonic()
-        while not self._stop.wait(OBSERVE_SECONDS):
+        while not self._stop.wait(OBSERVE_SECONDS) and self.channel.running:
             self.observe()
             if time.monotonic() - last >= self.interval and self.lock.acquire(blocking=False):
                 try:
@@ -131,3 +136,31 @@ class Retainer:
             self.aired.discard(path)
         log.info("retention: deleted %d clip(s) of channel %s", len(removed), self.channel.settings.name)
         return removed
+
+
+# -------------------------------------------------------------------- one retainer per channel
+
+_retainers: dict[str, Retainer] = {}
+_registry_lock = threading.Lock()
+
+
+def attach(channel, policy: Retention, playlist: str | None = None) -> Retainer | None:
+    """The retainer of ``channel`` for ``policy``: kept when nothing changed, else replaced (None: no policy)."""
+    name = channel.settings.name
+    with _registry_lock:
+        current = _retainers.get(name)
+        if current is not None:
+            if current.channel is channel and current.policy == policy and current.playlist == playlist and current.running:
+                return current
+            current.stop()
+            del _retainers[name]
+        if not policy.active:
+            return None
+        retainer = _retainers[name] = Retainer(channel, policy, playlist).start()
+        return retainer
+
+
+def attached(name: str) -> Retainer | None:
+    """The retainer working on channel ``name``, if any."""
+    retainer = _retainers.get(name)
+    return retainer if retainer is not None and retainer.running else None
