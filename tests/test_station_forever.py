@@ -269,3 +269,40 @@ def test_session_limit_reconnects_on_purpose_at_a_clip_boundary(output_dir, tmp_
     finally:
         channels.stop_all()
         server.kill()
+
+
+# ---------------------------------------------------------------- the schedule and the arguments
+
+
+def test_schedule_gives_the_theme_of_the_hour(tmp_path):
+    from comfyui_webtv.cli import station
+
+    path = tmp_path / "schedule.txt"
+    path.write_text("# themes by local time\n06:00 sunrise over the harbour\n18:30  a storm at dusk\n\n")
+    slots = station.read_schedule(str(path))
+    assert slots == [(360, "sunrise over the harbour"), (1110, "a storm at dusk")]
+    day = time.mktime((2026, 12, 3, 0, 0, 0, 0, 0, -1))  # local midnight
+    assert station.scheduled_theme(slots, day + 3 * 3600) == "a storm at dusk"  # before the first slot: last night's
+    assert station.scheduled_theme(slots, day + 6 * 3600) == "sunrise over the harbour"
+    assert station.scheduled_theme(slots, day + 18 * 3600 + 29 * 60) == "sunrise over the harbour"
+    assert station.scheduled_theme(slots, day + 18 * 3600 + 30 * 60) == "a storm at dusk"
+    told = station.told_theme("A lighthouse. At night.", ["shot one", "shot two"])
+    assert told.startswith("A lighthouse. At night.\n") and "- shot one\n- shot two" in told
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--episodes", "2"], "--episodes: counts the episodes of --forever"),
+    (["--forever", "--schedule", "missing.txt"], "--schedule missing.txt: cannot be read"),
+    (["--forever", "--schedule", "bad.txt"], "line 1 is not 'HH:MM theme'"),
+    (["--forever", "--retention-mb", "-1"], "must be 0 (no limit) or more"),
+    (["--forever", "--session-hours", "49"], "session_hours"),
+])
+def test_bad_forever_arguments_exit_2_before_anything_loads(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.txt").write_text("25:00 never\n")
+    try:
+        code = main(["run", *argv])
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    assert code == 2
+    assert message in capsys.readouterr().err
