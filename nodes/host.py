@@ -110,10 +110,19 @@ def list_models(kind: str) -> list[str]:
     return sorted(names)
 
 
-def find_model(kind: str, name: str) -> str | None:
-    """Full path of a model name of ``kind``, or None when it is in none of its folders."""
+def find_model(kind: str, name: str, allow_absolute: bool = True) -> str | None:
+    """Full path of a model name of ``kind``, or None when it is in none of its folders.
+
+    A relative name must stay inside the folder (no ``..``, no NUL); an absolute path counts only
+    with ``allow_absolute`` (workflow inputs that name models pass False).
+    """
+    if not name or "\x00" in name:
+        return None
     if os.path.isabs(name):
-        return name if os.path.exists(name) else None
+        return name if allow_absolute and os.path.exists(name) else None
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return None
     for root in model_dirs(kind):
         full = os.path.join(root, name)
         if os.path.exists(full):
@@ -142,13 +151,28 @@ def output_path(relative: str, input_name: str = "filename_prefix",
                 fix: str = "use a path relative to the output folder, without '..'.") -> str:
     """Resolve ``relative`` (or an absolute path) under the output dir, refusing any path that leaves it.
 
-    The error names ``input_name`` and ends with ``fix``.
+    The one path guard for every file the pack writes or plays: NUL, an empty name, the output folder
+    itself (``.``, ``WebTV/..``) and anything that resolves outside it (``..``, absolute paths elsewhere,
+    symlinked folders pointing out) are refused. The error names ``input_name`` and ends with ``fix``.
     """
     root = os.path.realpath(output_dir())
+    if not isinstance(relative, str) or "\x00" in relative or not relative.strip():
+        raise ValueError(f"{input_name}: {relative!r} is not a usable path (empty or containing NUL); {fix}")
     full = os.path.realpath(os.path.join(root, relative))
-    if os.path.commonpath([root, full]) != root:
+    if full == root or os.path.commonpath([root, full]) != root:
         raise ValueError(f"{input_name}: {relative!r} is outside the output folder {root}; {fix}")
     return full
+
+
+def metadata_disabled() -> bool:
+    """True when ComfyUI runs with ``--disable-metadata`` (standalone: ``COMFYUI_WEBTV_DISABLE_METADATA=1``)."""
+    if IN_COMFYUI:
+        try:
+            from comfy.cli_args import args
+        except ImportError:  # pragma: no cover - very old ComfyUI
+            return False
+        return bool(getattr(args, "disable_metadata", False))
+    return os.environ.get("COMFYUI_WEBTV_DISABLE_METADATA", "").strip().lower() in ("1", "true", "yes")
 
 
 # ---------------------------------------------------------------- devices

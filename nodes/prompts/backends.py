@@ -2,15 +2,20 @@
 
 The endpoint's API key is read from the environment (``WEBTV_LLM_API_KEY``) or from the file named
 by ``WEBTV_LLM_API_KEY_FILE``; it is never a node input, never logged and never part of an error.
+It is bound to the endpoint configured next to it (``WEBTV_LLM_BASE_URL``): a workflow naming any
+other URL gets no key. Plain http is allowed only on loopback, redirects are never followed, and a
+reply has a total deadline and a size cap.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Protocol
 
@@ -23,6 +28,9 @@ log = logging.getLogger(__name__)
 
 KEY_ENV = "WEBTV_LLM_API_KEY"
 KEY_FILE_ENV = "WEBTV_LLM_API_KEY_FILE"
+BASE_URL_ENV = "WEBTV_LLM_BASE_URL"
+REPLY_MAX_BYTES = 8 * 2**20  # a chat reply is a few KiB; anything this large is not one
+THEME_MAX_TOKENS = 1024  # text given to the local model is cut to this many tokens
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # Reply length budget of the local model: the JSON shell plus about 90 words per shot.
 TOKENS_BASE, TOKENS_PER_SHOT, TOKENS_MAX = 200, 120, 4096
@@ -56,11 +64,75 @@ def api_key() -> str | None:
 
 
 def chat_url(endpoint_url: str) -> str:
-    """The chat-completions URL for a base URL (``.../v1``) or a full one (``.../chat/completions``)."""
+    """The chat-completions URL for a base URL (``.../v1``) or a full one (``.../chat/completions``).
+
+    Plain http is refused unless the host is loopback (the request and any key would travel in clear).
+    """
     url = endpoint_url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise BackendError(f"endpoint_url: {endpoint_url!r} is not an http(s) URL; use for example http://127.0.0.1:8080/v1.")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        hostname, _ = parts.hostname, parts.port
+    except ValueError as e:
+        raise BackendError(f"endpoint_url: {endpoint_url!r} is not a valid URL ({e}).") from None
+    if not hostname:
+        raise BackendError(f"endpoint_url: {endpoint_url!r} has no host; use for example http://127.0.0.1:8080/v1.")
+    if parts.scheme == "http" and not _loopback(hostname):
+        raise BackendError(
+            f"endpoint_url: plain http is only allowed on this machine (127.0.0.1, ::1, localhost); use https:// for {hostname}."
+        )
     return url if url.endswith("/chat/completions") else url + "/chat/completions"
+
+
+def _loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def key_for(url: str) -> str | None:
+    """The API key when ``url`` is the endpoint configured in ``WEBTV_LLM_BASE_URL``, else None.
+
+    Without ``WEBTV_LLM_BASE_URL`` the key goes only to loopback endpoints (a local server the user runs).
+    """
+    key = api_key()
+    if not key:
+        return None
+    base = os.environ.get(BASE_URL_ENV, "").strip()
+    if base:
+        try:
+            return key if chat_url(base) == url else None
+        except BackendError:
+            return None
+    return key if _loopback(urllib.parse.urlsplit(url).hostname or "") else None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # the 3xx reaches the caller as an HTTPError; credentials never follow it
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def read_reply(response, url: str, deadline: float, limit: int = REPLY_MAX_BYTES) -> bytes:
+    """The body of ``response``, read in small pieces with the total ``deadline``, ``limit`` and interrupts checked."""
+    chunks, size = [], 0
+    while True:
+        host.check_interrupt()
+        if time.monotonic() > deadline:
+            raise BackendError(f"{url} did not finish its reply in time; is the server overloaded?")
+        chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise BackendError(f"{url} sent a reply over {limit // 2**20} MiB; that is not a chat completion.")
+        chunks.append(chunk)
 
 
 class OpenAIChat:
@@ -74,7 +146,7 @@ class OpenAIChat:
         self.temperature = temperature
         self.timeout = timeout
         self.attempts = attempts
-        self._key = api_key()
+        self._key = key_for(self.url)
 
     def __repr__(self) -> str:
         return f"OpenAIChat(url={self.url!r}, model={self.model!r})"
@@ -88,26 +160,31 @@ class OpenAIChat:
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        deadline = time.monotonic() + self.timeout
         for attempt in range(1, self.attempts + 1):
             host.check_interrupt()
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    data = json.loads(response.read().decode("utf-8"))
+                remaining = max(0.1, deadline - time.monotonic())
+                with _OPENER.open(request, timeout=min(remaining, 30.0)) as response:
+                    raw = read_reply(response, self.url, deadline)
+                data = json.loads(raw.decode("utf-8"))
                 break
             except urllib.error.HTTPError as e:
-                detail = self._redact(e.read().decode("utf-8", "replace")[:300])
+                detail = self._redact(e.read(2000).decode("utf-8", "replace")[:300])
                 problem = f"{self.url} answered HTTP {e.code}: {detail}"
+                if 300 <= e.code < 400:
+                    raise BackendError(f"endpoint_url: {self.url} redirects (HTTP {e.code}); give the final URL.") from None
                 if e.code not in TRANSIENT_STATUS:
                     raise BackendError(problem) from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 reason = getattr(e, "reason", e)
                 problem = f"cannot reach {self.url} ({reason})"
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise BackendError(f"{self.url} did not answer with JSON; is it a chat-completions endpoint?") from None
-            if attempt == self.attempts:
+            except (ValueError, RecursionError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+                raise BackendError(f"{self.url} did not answer with usable JSON; is it a chat-completions endpoint?") from None
+            if attempt == self.attempts or time.monotonic() > deadline:
                 raise BackendError(problem)
             log.warning("shot writer: %s; retrying (%d/%d)", problem, attempt, self.attempts - 1)
-            time.sleep(0.5 * 2 ** (attempt - 1))
+            time.sleep(min(0.5 * 2 ** (attempt - 1), max(0.0, deadline - time.monotonic())))
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -135,6 +212,13 @@ def _chat_text(tokenizer, messages: list[dict[str, str]]) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
     return "\n\n".join(lines) + "\n\nAssistant:"
+
+
+def _clip_tokens(tokenizer, text: str, limit: int = THEME_MAX_TOKENS) -> str:
+    """``text`` cut to ``limit`` tokens (a 100k-character theme would otherwise run for minutes)."""
+    text = text[: limit * 16]  # no token is longer than this; bounds the tokenizer's own work
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= limit else tokenizer.decode(ids[:limit], skip_special_tokens=True)
 
 
 class ReplyWatch:
@@ -185,7 +269,7 @@ class LocalLM:
     name = "local"
 
     def __init__(self, model_name: str, max_new_tokens: int = 1024, temperature: float = 0.7):
-        path = host.find_model("llm", model_name) if model_name.strip() else None
+        path = host.find_model("llm", model_name.strip(), allow_absolute=False) if model_name.strip() else None
         if path is None:
             found = ", ".join(host.list_models("llm")) or "none"
             raise BackendError(
@@ -204,6 +288,7 @@ class LocalLM:
         from transformers import StoppingCriteriaList
 
         model, tokenizer = load_local(self.path)
+        messages = [{**m, "content": _clip_tokens(tokenizer, m["content"])} for m in messages]
         inputs = tokenizer(_chat_text(tokenizer, messages), return_tensors="pt")
         prompt_length = inputs["input_ids"].shape[1]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -86,6 +86,8 @@ def repair_json(text: str):
         return json.loads(_outside_strings(span, fix))
     except json.JSONDecodeError as e:
         raise ShotFormatError(f"the JSON does not parse ({e.msg} at character {e.pos}).") from None
+    except (RecursionError, ValueError):
+        raise ShotFormatError("the JSON is nested too deeply or holds out-of-range values.") from None
 
 
 def _text(value) -> str:
