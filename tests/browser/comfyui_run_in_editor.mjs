@@ -24,7 +24,8 @@ try {
     }
     await window.app.queuePrompt(0, 1);
   }, [JSON.parse(readFileSync(file, "utf8")), JSON.parse(caps)]);
-  await page.waitForFunction(() => document.querySelector("[data-webtv=video-link]")?.textContent || window.webtvRunErrors.length, null, { timeout: 240000 });
+  await page.waitForFunction(() => document.querySelector("[data-webtv=video-link]")?.textContent || window.webtvRunErrors.length, null, { timeout: 240000 })
+    .catch(() => {}); // the report says what it showed
   await page.waitForTimeout(3000); // the editor draws its own preview on the next frames
   if (await page.locator("[data-webtv=state]").count()) {
     const onAir = () => [...document.querySelectorAll("[data-webtv=state]")].some((e) => e.textContent === "● ON AIR");
