@@ -19,8 +19,11 @@ CHUNK = 1 << 20
 
 
 def offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` asks for no network access."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """True when ``HF_HUB_OFFLINE`` asks for no network access (in the environment, or as the Hub client read it)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    constants = sys.modules.get("huggingface_hub.constants")
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
 def _refuse_offline(name: str, source: str) -> None:
