@@ -210,15 +210,39 @@ class ComfyClient:
         entry = self.get_json(f"/history/{urllib.parse.quote(prompt_id)}")
         return entry.get(prompt_id)
 
+    def job(self, prompt_id: str) -> dict | None:
+        """The jobs API's record of ``prompt_id`` (``/api/jobs/{id}``, ComfyUI 0.4+), or None where the server has none."""
+        try:
+            job = self.get_json(f"/api/jobs/{urllib.parse.quote(prompt_id, safe='')}")
+        except (urllib.error.HTTPError, ValueError):
+            return None
+        return job if isinstance(job, dict) else None
+
+    def cancel(self, prompt_id: str) -> str:
+        """Cancel ``prompt_id``: ``POST /api/jobs/{id}/cancel`` where the server has it, else ``/interrupt``; returns the route used."""
+        route = f"/api/jobs/{urllib.parse.quote(prompt_id, safe='')}/cancel"
+        try:
+            with self._request(route, {}):
+                return route
+        except urllib.error.HTTPError as e:
+            if e.code not in (404, 405):
+                raise
+        with self._request("/interrupt", {"prompt_id": prompt_id}):
+            return "/interrupt"
+
     def download(self, item: dict, out_dir: str) -> str:
         """Save one output file (``{filename, subfolder, type}``) under ``out_dir``; returns its path."""
-        name = os.path.basename(item["filename"])
-        subfolder = item.get("subfolder") or ""
-        kind = item.get("type") or "output"
+        name, subfolder, kind = item.get("filename"), item.get("subfolder") or "", item.get("type") or "output"
+        if not all(isinstance(v, str) for v in (name, subfolder, kind)) or kind not in ("output", "temp", "input"):
+            raise ValueError(f"refusing to save {item!r}: type must be output, temp or input and the names text")
         parts = [p for p in subfolder.replace("\\", "/").split("/") if p not in ("", ".")]
-        if ".." in parts or not name or name in (".", ".."):
+        bad = not name or name in (".", "..") or any(c in name for c in "/\\\x00") or "\x00" in subfolder
+        if bad or ".." in parts or os.path.isabs(subfolder) or any(":" in p for p in parts[:1]):
             raise ValueError(f"refusing to save {item!r}: the path leaves the output folder")
-        dest = os.path.join(out_dir, *([] if kind == "output" else [kind]), *parts, name)
+        root = os.path.realpath(out_dir)
+        dest = os.path.join(root, *([] if kind == "output" else [kind]), *parts, name)
+        if os.path.commonpath([root, os.path.realpath(dest)]) != root:
+            raise ValueError(f"refusing to save {item!r}: the path leaves the output folder {root}")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": subfolder, "type": kind})
         with self._request(f"/view?{query}") as response, atomic_path(dest) as tmp, open(tmp, "wb") as f:
@@ -354,6 +378,7 @@ class Run:
     status: str = "success"
     error: dict | None = None
     entry: dict = field(default_factory=dict)  # the /history entry
+    job_status: str | None = None  # /api/jobs/{id} status where the server has the jobs API
 
 
 def _run_prompt(client: ComfyClient, body: dict, api: dict, progress: Progress, deadline: float) -> Run:
@@ -363,6 +388,7 @@ def _run_prompt(client: ComfyClient, body: dict, api: dict, progress: Progress, 
     except (OSError, ConnectionError) as e:
         ws = None
         progress.say(f"no websocket ({e}); polling /history instead")
+    run = None
     try:
         reply = client.post_prompt(body)
         run = Run(reply["prompt_id"], reply.get("node_errors") or {})
@@ -377,12 +403,24 @@ def _run_prompt(client: ComfyClient, body: dict, api: dict, progress: Progress, 
                 raise
             except (ConnectionError, OSError) as e:
                 progress.say(f"websocket lost ({e}); polling /history instead")
+        run.entry = wait_history(client, run.prompt_id, deadline)
+    except (TimeoutError, KeyboardInterrupt):
+        if run is not None:  # the run must not go on burning the server's GPU after we give up on it
+            try:
+                progress.say(f"cancelling prompt {run.prompt_id} through {client.cancel(run.prompt_id)}")
+            except (Unreachable, urllib.error.HTTPError) as e:
+                progress.say(f"could not cancel prompt {run.prompt_id} ({e})")
+        raise
     finally:
         if ws is not None:
             ws.close()
-    run.entry = wait_history(client, run.prompt_id, deadline)
     if run.status == "success":
         run.status, run.error = _history_error(run.entry)
+    job = client.job(run.prompt_id)
+    if job is not None:
+        run.job_status = job.get("status")
+        if run.status == "success" and run.job_status in ("failed", "cancelled"):
+            run.status = "interrupted" if run.job_status == "cancelled" else "error"
     return run
 
 
@@ -441,7 +479,7 @@ def queue_workflow(
         return done(EXIT_FAILED, "server_error", error={"message": f"{server} answered HTTP {e.code} for {e.url}."})
 
     error = run.error
-    summary.update(prompt_id=run.prompt_id, node_errors=run.node_errors, outputs=run.entry.get("outputs") or {}, error=error)
+    summary.update(prompt_id=run.prompt_id, job_status=run.job_status, node_errors=run.node_errors, outputs=run.entry.get("outputs") or {}, error=error)
     if error and error.get("exception_message"):
         progress.say(f"{progress.label(error.get('node_id'))} failed: {error.get('exception_type')}: {error['exception_message']}")
     if output_dir:

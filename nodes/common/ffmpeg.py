@@ -1,11 +1,36 @@
-"""Locating and running ffmpeg (never through a shell)."""
+"""Locating and running ffmpeg (never through a shell); children die with the process that started them."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import shutil
+import signal
 import subprocess
+import sys
+
+_PR_SET_PDEATHSIG = 1
+try:  # resolved before any fork: the child only makes the one system call
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):  # pragma: no cover - no libc symbol
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def popen(args: list[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` for ffmpeg (and other helpers): on Linux the child gets SIGKILL when the
+    thread that started it ends, so a killed ComfyUI leaves no encoder behind.
+
+    Every child the pack starts goes through here or :func:`run_ffmpeg`. Linux ties the signal to the
+    starting *thread*: start long-lived children from a thread that lives as long as they should.
+    """
+    if _prctl is not None:
+        kwargs.setdefault("preexec_fn", _die_with_parent)
+    return subprocess.Popen(args, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,7 +53,14 @@ def ffmpeg_exe() -> str:
 def run_ffmpeg(args: list[str], stdin: bytes | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run ffmpeg with ``args``; raise with its last error lines when it fails."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *(["-nostdin"] if stdin is None else []), *args]
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+    with popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        try:
+            out, err = child.communicate(stdin, timeout=timeout)
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+    proc = subprocess.CompletedProcess(cmd, child.returncode, out, err)
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError("ffmpeg failed: " + " | ".join(tail))

@@ -9,6 +9,7 @@ memory stays flat however many frames a stage writes.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -26,14 +27,28 @@ def new_frames(count: int, height: int, width: int, channels: int = 3, on_disk: 
         on_disk = numel * 4 > DISK_THRESHOLD_BYTES
     if not on_disk or numel == 0:
         return torch.zeros(count, height, width, channels)
-    fd, path = tempfile.mkstemp(prefix="webtv-frames-", suffix=".f32", dir=host.temp_dir())
+    folder = host.temp_dir()
+    fd, path = tempfile.mkstemp(prefix="webtv-frames-", suffix=".f32", dir=folder)
     try:
-        os.ftruncate(fd, numel * 4)
+        reserve(fd, numel * 4, folder)
         frames = torch.from_file(path, shared=True, size=numel, dtype=torch.float32)
     finally:
         os.close(fd)
         os.unlink(path)  # the mapping keeps the data; the file vanishes with the tensor
     return frames.view(count, height, width, channels)
+
+
+def reserve(fd: int, size: int, folder: str) -> None:
+    """Allocate ``size`` bytes for ``fd`` now, so a full disk is a clear error here and never a SIGBUS
+    (which would take ComfyUI down) when a memory-mapped page is first written."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        free = shutil.disk_usage(folder).free
+        raise MemoryError(
+            f"the frame store needs {size:,} bytes in {folder} but it cannot reserve them ({e.strerror}; {free:,} bytes free); "
+            "free space there, point the temp folder at a larger disk, or ask for fewer or smaller frames."
+        ) from None
 
 
 def is_on_disk(frames: torch.Tensor) -> bool:
