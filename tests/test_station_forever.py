@@ -306,3 +306,41 @@ def test_bad_forever_arguments_exit_2_before_anything_loads(argv, message, tmp_p
         code = e.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_channel_node_retention_survives_a_queued_again_graph(output_dir):
+    """RTMP Channel with retention_mb: clips that aired are deleted from the rotation, the playlist and the
+    disk; queuing the playlist and channel nodes again (as ComfyUI does) keeps the same retainer, and the
+    deleted clips do not come back."""
+    from comfyui_webtv.nodes.broadcast import retention
+    from comfyui_webtv.nodes.broadcast.nodes import FFConcatPlaylist, RTMPChannel
+
+    folder = os.path.join(output_dir, "WebTV", "node")
+    os.makedirs(folder)
+    paths = [_clip(os.path.join(folder, f"c{i}.mp4"), colour, 0.5) for i, colour in enumerate(["red", "green", "blue", "white"])]
+
+    def queue(clips: list[str]) -> str:
+        playlist = FFConcatPlaylist().write("\n".join(clips), "WebTV/node/channel.ffconcat", "append", "relative")["result"][0]
+        RTMPChannel().start(playlist=playlist, channel="kept", outputs="", local_preview=True, mode="clips", width=160,
+                            height=96, fps=24.0, video_kbps=300, audio_kbps=64, sample_rate="48000", keyframe_seconds=2.0,
+                            preset="veryfast", retention_mb=1e-6)
+        return playlist
+
+    try:
+        playlist = queue(paths[:3])
+        retainer = retention.attached("kept")
+        end = time.monotonic() + 120
+        while not retainer.deleted and time.monotonic() < end:
+            time.sleep(0.2)
+        assert retainer.deleted, channels.get("kept").status()
+        deleted = list(retainer.deleted)
+        queue(paths[3:])
+        assert retention.attached("kept") is retainer
+        with retainer.lock:
+            listed = [e.path for e in read_ffconcat(playlist)]
+            rotation = channels.get("kept").rotation()[0]
+        assert paths[3] in listed and paths[3] in rotation
+        assert not set(retainer.deleted) & (set(listed) | set(rotation))
+        assert set(deleted) <= set(retainer.deleted) and not any(os.path.exists(p) for p in retainer.deleted)
+    finally:
+        channels.stop_all()

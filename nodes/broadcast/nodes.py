@@ -143,14 +143,15 @@ class FFConcatPlaylist:
             raise ValueError("filename: give a playlist name such as 'WebTV/channel.ffconcat'.")
         path = inside_output(filename, "filename")
         found = resolve_clips(_clip_lines(clips, clip), "clips")
-        entries: list[Entry] = []
-        if mode == "append" and os.path.exists(path):
-            entries = read_ffconcat(path)
-        known = {e.path for e in entries}
-        entries += [Entry(p, probe(p).duration) for p in found if p not in known]
-        if not entries:
-            raise ValueError("clips: no clip given; list clip files or patterns, or connect a clip path.")
-        write_ffconcat(path, entries, relative=paths == "relative")
+        with retention.playlist_lock(path):  # retention may be rewriting it
+            entries: list[Entry] = []
+            if mode == "append" and os.path.exists(path):
+                entries = read_ffconcat(path)
+            known = {e.path for e in entries}
+            entries += [Entry(p, probe(p).duration) for p in found if p not in known]
+            if not entries:
+                raise ValueError("clips: no clip given; list clip files or patterns, or connect a clip path.")
+            write_ffconcat(path, entries, relative=paths == "relative")
         return {"ui": {"text": [f"{path}: {len(entries)} clips"]}, "result": (path, len(entries))}
 
 
@@ -228,8 +229,9 @@ class RTMPChannel:
         policy = retention.Retention(retention_hours, retention_mb)
         if policy.active and mode != "clips":
             raise ValueError("retention_hours/retention_mb: the playlist mode loops the file ffmpeg read at start; use the clips mode for retention.")
-        clips = [inside_output(e.path, "playlist") for e in read_ffconcat(playlist)]
-        live = channels.start(settings, clips)
+        with retention.playlist_lock(playlist):  # no clip deleted between reading the playlist and the rotation's update
+            clips = [inside_output(e.path, "playlist") for e in read_ffconcat(playlist)]
+            live = channels.start(settings, clips)
         if mode == "clips":
             retention.attach(live, policy, playlist)
         return _status_result(live.status())

@@ -3,7 +3,8 @@
 Only clips that have been on air are deleted, never the one on air nor the one queued after it, and a
 clip leaves the rotation and the playlist (rewritten atomically) before its file is removed, so
 neither the channel nor a reader of the playlist ever meets a deleted file. Whoever else writes the
-playlist (a graph run appending an episode, a producer) holds :attr:`Retainer.lock` meanwhile.
+playlist or brings a channel in line with it (the playlist and channel nodes, a producer) holds its
+:func:`playlist_lock` meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from .playlist import read_ffconcat, write_ffconcat
 
 log = logging.getLogger(__name__)
 OBSERVE_SECONDS = 0.5  # the channel's history (last 20 clips) is read this often: no aired clip is missed
+_playlist_locks: dict[str, threading.RLock] = {}
+_playlist_locks_lock = threading.Lock()
+
+
+def playlist_lock(path: str) -> threading.RLock:
+    """The lock of one playlist file, held by whoever rewrites it or brings a channel in line with it."""
+    with _playlist_locks_lock:
+        return _playlist_locks.setdefault(os.path.realpath(path), threading.RLock())
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,7 @@ class Retainer:
     def __init__(self, channel, policy: Retention, playlist: str | None = None, interval: float = 2.0):
         self.channel, self.policy, self.playlist = channel, policy, playlist
         self.interval = checks.finite("interval", interval, low=0.1)
-        self.lock = threading.Lock()  # held by anyone writing the playlist or appending to the rotation
+        self.lock = playlist_lock(playlist) if playlist else threading.RLock()  # held while the programme changes
         self.aired: set[str] = set()
         self.deleted: list[str] = []
         self.deleted_bytes = 0
@@ -117,14 +126,15 @@ class Retainer:
     def prune(self, now: float | None = None) -> list[str]:
         """Delete what the policy says: out of the rotation, then out of the playlist, then off the disk."""
         self.observe()
-        removed = self.channel.remove(self.choose(now))
-        if not removed:
-            return []
-        gone = set(removed)
-        if self.playlist and os.path.isfile(self.playlist):
-            entries = read_ffconcat(self.playlist)
-            if any(e.path in gone for e in entries):
-                write_ffconcat(self.playlist, [e for e in entries if e.path not in gone], relative=True)
+        with self.lock:
+            removed = self.channel.remove(self.choose(now))
+            if not removed:
+                return []
+            gone = set(removed)
+            if self.playlist and os.path.isfile(self.playlist):
+                entries = read_ffconcat(self.playlist)
+                if any(e.path in gone for e in entries):
+                    write_ffconcat(self.playlist, [e for e in entries if e.path not in gone], relative=True)
         for path in removed:
             size = (_stat(path) or (0, 0))[1]
             try:
