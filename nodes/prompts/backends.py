@@ -119,8 +119,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-def read_reply(response, url: str, deadline: float, limit: int = REPLY_MAX_BYTES) -> bytes:
+def read_reply(response, url: str, deadline: float, limit: int | None = None) -> bytes:
     """The body of ``response``, read in small pieces with the total ``deadline``, ``limit`` and interrupts checked."""
+    limit = REPLY_MAX_BYTES if limit is None else limit
     chunks, size = [], 0
     while True:
         host.check_interrupt()
