@@ -102,3 +102,8 @@ def test_square_fits():
     assert torch.equal(cropped, wide[:, :, 7:25])
     with pytest.raises(ValueError, match="fit: must be one of crop, pad, stretch"):
         fit_square(wide, 32, "squash")
+
+
+def test_frame_store_threshold_is_a_setting():
+    assert not frames_mod.is_on_disk(frames_mod.new_frames(4, 8, 8, threshold_bytes=4 * 8 * 8 * 3 * 4))
+    assert frames_mod.is_on_disk(frames_mod.new_frames(4, 8, 8, threshold_bytes=4 * 8 * 8 * 3 * 4 - 1))

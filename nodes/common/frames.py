@@ -17,14 +17,17 @@ import torch
 
 from .. import host
 
+# Largest IMAGE kept in RAM; above it the store is a file. Setting: COMFYUI_WEBTV_DISK_FRAMES_MB (default 512;
+# 0 puts every video on disk), or ``threshold_bytes`` per call.
 DISK_THRESHOLD_BYTES = int(float(os.environ.get("COMFYUI_WEBTV_DISK_FRAMES_MB", "512")) * 2**20)
 
 
-def new_frames(count: int, height: int, width: int, channels: int = 3, on_disk: bool | None = None) -> torch.Tensor:
+def new_frames(count: int, height: int, width: int, channels: int = 3, on_disk: bool | None = None,
+               threshold_bytes: int | None = None) -> torch.Tensor:
     """A zeroed IMAGE of ``count`` frames; on disk when ``on_disk`` or when larger than the threshold."""
     numel = count * height * width * channels
     if on_disk is None:
-        on_disk = numel * 4 > DISK_THRESHOLD_BYTES
+        on_disk = numel * 4 > (DISK_THRESHOLD_BYTES if threshold_bytes is None else threshold_bytes)
     if not on_disk or numel == 0:
         return torch.zeros(count, height, width, channels)
     folder = host.temp_dir()
