@@ -14,6 +14,7 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import os
 import socket
 import ssl
@@ -490,6 +491,17 @@ def queue_workflow(
     return done(EXIT_OK if run.status == "success" else EXIT_FAILED, run.status)
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (``--timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"--timeout: {text!r} is not a positive number of seconds")
+    return value
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("queue", help="run a workflow on a ComfyUI server", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -499,7 +511,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help="set an input; NODE is a node id, title or class type (repeatable)")
     p.add_argument("--output-dir", default="comfyui_outputs", help="where the outputs are downloaded (default %(default)s)")
     p.add_argument("--no-download", action="store_true", help="do not download the outputs")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run (default %(default)s)")
+    p.add_argument("--timeout", type=_seconds, default=3600.0, help="seconds to wait for the run (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(handler=_run)
 
