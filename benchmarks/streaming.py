@@ -117,6 +117,7 @@ def main() -> None:
         row = {"frames": total, "chunks": runs[0]["chunks"],
                "peak_mb": statistics.median(r["peak_mb"] for r in runs),
                "growth_mb": statistics.median(r["growth_mb"] for r in runs),
+               "rss_growth_mb": statistics.median(r["rss_growth_mb"] for r in runs),
                "s_per_step": statistics.median(r["s_per_step"] for r in runs)}
         row["frames_in_ram_mb"] = total * size * size * 3 * 4 / 2**20  # what frames kept in RAM would add
         rows.append(row)
