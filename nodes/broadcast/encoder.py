@@ -1,6 +1,7 @@
 """The channel's encoder command and the reader of ffmpeg's ``-progress`` reports.
 
-The encoding meets Twitch's and YouTube's ingest rules: H.264 Main, yuv420p, a keyframe every
+The encoding meets Twitch's and YouTube's ingest rules: H.264 Main (or HEVC Main, which YouTube takes
+as Enhanced RTMP), yuv420p, a keyframe every
 ``keyframe_seconds`` (no scene-cut keyframes), strict CBR (bitrate = minrate = maxrate, VBV buffer of
 one second, x264 ``nal-hrd=cbr``), AAC-LC stereo at 44.1 or 48 kHz. The encoder writes MPEG-TS to its
 stdout; the outputs copy that stream to FLV (RTMP) or HLS, so one encode serves every destination.
@@ -19,11 +20,15 @@ from .normalize import ChannelFormat
 
 PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
 TUNES = ["zerolatency", "film", "animation", "none"]
+# AV1 is not offered: FFmpeg's MPEG-TS demuxer (8.x in PyAV, 9.x bundled) does not read AV1 back, and
+# every output copies the encoder's MPEG-TS stream.
+CODECS = ["h264", "hevc"]
+_X265_TUNES = {"zerolatency": "zerolatency", "animation": "animation"}  # x265 has no "film"
 
 
 @dataclass(frozen=True)
 class Encoding:
-    """Bitrates, keyframe interval, x264 speed preset and tuning.
+    """Bitrates, keyframe interval, video codec, x264/x265 speed preset and tuning.
 
     ``zerolatency`` (no B-frames, no lookahead) is the default: it encodes about 1.5-2x faster than the
     preset alone at the same bitrate and starts the stream sooner, for a little less quality per bit.
@@ -34,6 +39,7 @@ class Encoding:
     keyframe_seconds: float = 2.0
     preset: str = "veryfast"
     tune: str = "zerolatency"
+    codec: str = "h264"
 
     def __post_init__(self):
         checks.integer("video_kbps", self.video_kbps, low=100, high=50000)
@@ -45,19 +51,33 @@ class Encoding:
             raise ValueError(f"preset: {self.preset!r} is not one of {PRESETS}.")
         if self.tune not in TUNES:
             raise ValueError(f"tune: {self.tune!r} is not one of {TUNES}.")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec: {self.codec!r} is not one of {CODECS} (AV1 cannot pass through the channel's MPEG-TS stream).")
 
 
 def encode_args(fmt: ChannelFormat, enc: Encoding) -> list[str]:
-    """Output options: CBR H.264 with fixed GOP + AAC, as MPEG-TS on stdout."""
+    """Output options: CBR H.264 or HEVC with fixed GOP + AAC, as MPEG-TS on stdout."""
     gop = max(1, round(float(fmt.fps) * enc.keyframe_seconds))
     rate = f"{enc.video_kbps}k"
-    tune = [] if enc.tune == "none" else ["-tune", enc.tune]
-    return [
-        "-c:v", "libx264", "-preset", enc.preset, *tune, "-profile:v", "main", "-pix_fmt", "yuv420p",
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-force_key_frames", f"expr:gte(t,n_forced*{enc.keyframe_seconds})",
-        "-b:v", rate, "-minrate", rate, "-maxrate", rate, "-bufsize", rate,
-        "-x264-params", "nal-hrd=cbr:force-cfr=1",
+    if enc.codec == "hevc":
+        tune = ["-tune", _X265_TUNES[enc.tune]] if enc.tune in _X265_TUNES else []
+        video = [
+            "-c:v", "libx265", "-preset", enc.preset, *tune, "-profile:v", "main", "-pix_fmt", "yuv420p",
+            "-g", str(gop), "-keyint_min", str(gop),
+            "-force_key_frames", f"expr:gte(t,n_forced*{enc.keyframe_seconds})",
+            "-b:v", rate, "-maxrate", rate, "-bufsize", rate,
+            "-x265-params", "scenecut=0:open-gop=0:strict-cbr=1:repeat-headers=1:log-level=error",
+        ]
+    else:
+        tune = [] if enc.tune == "none" else ["-tune", enc.tune]
+        video = [
+            "-c:v", "libx264", "-preset", enc.preset, *tune, "-profile:v", "main", "-pix_fmt", "yuv420p",
+            "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+            "-force_key_frames", f"expr:gte(t,n_forced*{enc.keyframe_seconds})",
+            "-b:v", rate, "-minrate", rate, "-maxrate", rate, "-bufsize", rate,
+            "-x264-params", "nal-hrd=cbr:force-cfr=1",
+        ]
+    return video + [
         "-c:a", "aac", "-b:a", f"{enc.audio_kbps}k", "-ar", str(fmt.sample_rate), "-ac", str(fmt.channels),
         "-f", "mpegts", "-mpegts_pmt_start_pid", "0x1000", "-mpegts_start_pid", "0x100", "pipe:1",
     ]

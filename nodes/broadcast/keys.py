@@ -8,6 +8,10 @@ in the stream-name or query part, never in the scheme, server, port or applicati
 replaced by ``$NAME``, or by the contents of the file that ``$NAME_FILE`` names (the Docker/Kubernetes
 secrets convention). Keys are masked in everything the channel reports.
 
+``srt://host:port[?options]`` outputs (caller mode) are sent by an ffmpeg child, as PyAV's FFmpeg has
+no SRT; ffmpeg takes its output address only on its command line, which every local user can read, so
+an SRT address may hold no placeholder, passphrase or key-like ``streamid``.
+
 Public API (the nodes and the CLI): :func:`check_output_url` validates an address without reading any
 key; :func:`resolve_output_url` validates it and returns ``(url, masked)``.
 """
@@ -19,7 +23,7 @@ import re
 from urllib.parse import parse_qsl, quote, urlsplit
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-SCHEMES = ("rtmp", "rtmps")
+SCHEMES = ("rtmp", "rtmps", "srt")
 KEY_PREFIX = "WEBTV_KEY_"
 KEY_LIST = "WEBTV_STREAM_KEYS"
 # Literal keys as Twitch (live_...), YouTube (xxxx-xxxx-xxxx-xxxx[-xxxx]) and Facebook (FB-<id>-<n>-<token>)
@@ -29,7 +33,7 @@ _LITERAL_KEY = re.compile(
     r"|(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9])[A-Za-z0-9_-]{20,})$"
 )
 # Query parameters that carry credentials whatever their value looks like.
-_SECRET_PARAMS = {"key", "streamkey", "stream_key", "password", "pass", "pwd", "token", "secret", "auth", "sig", "signature"}
+_SECRET_PARAMS = {"key", "streamkey", "stream_key", "password", "pass", "pwd", "token", "secret", "auth", "sig", "signature", "passphrase"}
 
 
 def allowed_names() -> set[str]:
@@ -125,6 +129,9 @@ def check_output_url(template: str, input_name: str = "outputs") -> None:
         )
     if not parts.hostname:
         raise ValueError(f"{input_name}: {shown!r} has no server name; use rtmp://host[:port]/app/stream.")
+    if parts.scheme == "srt":
+        _check_srt(parts, shown, input_name)
+        return
     if port == 0:
         raise ValueError(f"{input_name}: {shown!r} has port 0; use a port from 1 to 65535 (or none for the default).")
     if parts.username or parts.password:
@@ -151,6 +158,22 @@ def check_output_url(template: str, input_name: str = "outputs") -> None:
     for name in PLACEHOLDER.findall(template):
         if not is_stream_key_name(name):
             raise ValueError(_not_a_key(name, input_name))
+
+
+def _check_srt(parts, shown: str, input_name: str) -> None:
+    """The SRT rules: srt://host:port[?options], caller mode, nothing secret (the address is on ffmpeg's command line)."""
+    if not parts.port:
+        raise ValueError(f"{input_name}: {shown!r} has no port; use srt://host:port (SRT has no default port).")
+    if parts.username or parts.password or parts.fragment or parts.path.strip("/"):
+        raise ValueError(f"{input_name}: {shown!r} is not srt://host:port[?options]; remove the path, credentials or '#' fragment.")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "mode" and v != "caller" for k, v in query):
+        raise ValueError(f"{input_name}: {shown!r} asks for SRT {dict(query)['mode']!r} mode; an output calls the server (mode=caller).")
+    if "$" in parts.query or any(k.lower() in _SECRET_PARAMS or _LITERAL_KEY.match(v) for k, v in query):
+        raise ValueError(
+            f"{input_name}: {shown!r} holds a stream key, passphrase or placeholder; SRT is sent by an ffmpeg child "
+            "whose command line every local user can read, so SRT outputs cannot carry a key here (use RTMP for a keyed server)."
+        )
 
 
 def resolve(template: str, input_name: str = "outputs") -> tuple[str, list[str]]:
@@ -182,6 +205,6 @@ def mask(text: str, secrets: list[str]) -> str:
 
 
 def server_address(url: str) -> tuple[str, int]:
-    """(host, port) an RTMP URL connects to."""
+    """(host, port) an RTMP or SRT URL connects to."""
     parts = urlsplit(url)
     return parts.hostname, parts.port or (443 if parts.scheme == "rtmps" else 1935)

@@ -11,7 +11,7 @@ from ..common import checks
 from ..common.files import atomic_path
 from . import channel as channels
 from . import retention, routes
-from .encoder import PRESETS, TUNES, Encoding
+from .encoder import CODECS, PRESETS, TUNES, Encoding
 from .mp4 import next_output_file, write_mp4
 from .normalize import ChannelFormat, probe
 from .playlist import Entry, inside_output, read_ffconcat, resolve_clips, write_ffconcat
@@ -177,7 +177,7 @@ class RTMPChannel:
             "required": {
                 "playlist": (VIDEO_OR_PATH, {"forceInput": True, "tooltip": "An ffconcat playlist under the output folder (from FFConcat Playlist), or a VIDEO to broadcast alone (it is saved in WebTV/<channel>_video.ffconcat)."}),
                 "channel": ("STRING", {"default": "webtv", "tooltip": CHANNEL_TOOLTIP}),
-                "outputs": ("STRING", {"multiline": True, "default": "", "tooltip": "RTMP servers, one per line, e.g. rtmp://live.twitch.tv/app/${WEBTV_KEY_TWITCH}. Write the stream key as ${WEBTV_KEY_NAME} (or a name listed in WEBTV_STREAM_KEYS), only in the stream name or query, and set it in the environment (or WEBTV_KEY_NAME_FILE naming a file): widget values are saved in workflows. Empty: local preview only."}),
+                "outputs": ("STRING", {"multiline": True, "default": "", "tooltip": "RTMP servers, one per line, e.g. rtmp://live.twitch.tv/app/${WEBTV_KEY_TWITCH}. Write the stream key as ${WEBTV_KEY_NAME} (or a name listed in WEBTV_STREAM_KEYS), only in the stream name or query, and set it in the environment (or WEBTV_KEY_NAME_FILE naming a file): widget values are saved in workflows. An srt://host:port[?options] line sends MPEG-TS over SRT (caller mode; it cannot hold a key). Empty: local preview only."}),
                 "local_preview": ("BOOLEAN", {"default": True, "tooltip": "Also write HLS under output/WebTV/live/<channel> and serve a player page on 127.0.0.1 (its address is in the status)."}),
                 "mode": (channels.MODES, {"default": "clips", "tooltip": "clips: continuous broadcast that picks up playlist changes at clip boundaries. playlist: the AI WebTV's way, ffmpeg's concat demuxer looping the file as it was at start."}),
                 "width": ("INT", {"default": 1024, "min": 16, "max": 3840, "step": 2, "tooltip": "Channel width; clips are scaled and padded to it."}),
@@ -196,6 +196,7 @@ class RTMPChannel:
                 "session_hours": ("FLOAT", {"default": 47.0, "min": 0.01, "max": 48.0, "step": 0.5, "tooltip": "Reconnect the RTMP outputs on purpose at the first clip boundary after this many hours (Twitch ends a broadcast after 48 h)."}),
                 "retention_hours": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 8760.0, "step": 1.0, "tooltip": "Delete clips that have aired once they are older than this (oldest first; never the clip on air or the next one; they leave the playlist first). 0: keep them."}),
                 "retention_mb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000000.0, "step": 100.0, "tooltip": "Delete the oldest clips that have aired while the rotation's clips take more than this many megabytes. 0: no quota."}),
+                "codec": (CODECS, {"default": "h264", "tooltip": "Video codec of every output: h264 (every server), or hevc (libx265; sent as Enhanced RTMP, which YouTube takes; about half the bitrate for the same quality, more CPU). AV1 is not offered: it cannot pass through the channel's MPEG-TS stream. Browsers may not play an hevc local preview."}),
             },
         }
 
@@ -205,7 +206,7 @@ class RTMPChannel:
 
     def start(self, playlist, channel, outputs, local_preview, mode, width, height, fps, video_kbps, audio_kbps,
               sample_rate, keyframe_seconds, preset, preview_port=0, retry_max_seconds=5.0, tune="zerolatency",
-              session_hours=47.0, retention_hours=0.0, retention_mb=0.0):
+              session_hours=47.0, retention_hours=0.0, retention_mb=0.0, codec="h264"):
         if not isinstance(playlist, str):
             if not channels.NAME.match(channel.strip()):
                 raise ValueError(f"channel: {channel.strip()!r} is not a valid name; use letters, digits, '-' and '_' (at most 64).")
@@ -222,7 +223,7 @@ class RTMPChannel:
             mode=mode,
             playlist=playlist,
             fmt=ChannelFormat(width, height, Fraction(fps).limit_denominator(1001), int(sample_rate)),
-            encoding=Encoding(video_kbps, audio_kbps, keyframe_seconds, preset, tune),
+            encoding=Encoding(video_kbps, audio_kbps, keyframe_seconds, preset, tune, codec),
             retry_max_seconds=retry_max_seconds,
             session_hours=session_hours,
         )

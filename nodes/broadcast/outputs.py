@@ -56,9 +56,9 @@ class Backoff:
 
 @dataclass
 class OutputSpec:
-    """One destination: an RTMP URL template (keys as ``${VAR}``) or an HLS folder."""
+    """One destination: an RTMP URL template (keys as ``${VAR}``), an SRT URL or an HLS folder."""
 
-    kind: str  # "rtmp" or "hls"
+    kind: str  # "rtmp", "srt" or "hls"
     target: str  # URL template, or the HLS folder
     url: str = field(default="", repr=False)  # resolved URL (holds the key)
     secrets: list[str] = field(default_factory=list, repr=False)
@@ -66,7 +66,7 @@ class OutputSpec:
     def rtmp(cls, template: str) -> "OutputSpec":
         """An RTMP output; ``${VAR}`` placeholders are filled from environment variables or files and masked in labels."""
         url, secrets = resolve(template)
-        return cls("rtmp", template, url, secrets)
+        return cls("srt" if url.startswith("srt:") else "rtmp", template, url, secrets)
 
     @classmethod
     def hls(cls, folder: str) -> "OutputSpec":
@@ -74,7 +74,7 @@ class OutputSpec:
         return cls("hls", folder)
 
     def reachable(self, timeout: float = 2.0) -> str | None:
-        """None when the server accepts TCP connections, else why not (HLS is always reachable)."""
+        """None when the server accepts TCP connections, else why not (HLS and SRT, over UDP, always are)."""
         if self.kind != "rtmp":
             return None
         host, port = server_address(self.url)
@@ -88,6 +88,7 @@ class OutputSpec:
         """The stream-copy child for this output; ``launch`` numbers HLS segments uniquely across restarts.
 
         RTMP: the publisher, whose command line holds no address (it reads it from :meth:`header`).
+        SRT: ffmpeg (PyAV's FFmpeg has no SRT), copying the MPEG-TS stream as it is.
         """
         if self.kind == "rtmp":
             return [sys.executable, "-u", PUBLISHER]
@@ -97,6 +98,8 @@ class OutputSpec:
             "-f", "mpegts", "-probesize", "500000", "-analyzeduration", "500000", "-i", "pipe:0",
             "-map", "0", "-c", "copy",
         ]
+        if self.kind == "srt":  # the address holds no key (keys.check_output_url)
+            return args + ["-f", "mpegts", self.url]
         return args + [
             "-bsf:a", "aac_adtstoasc", "-f", "hls", "-hls_time", "2", "-hls_list_size", "8",
             "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", f"init_{launch}.mp4",
