@@ -96,6 +96,13 @@ def received(path: str) -> tuple[str, int, tuple]:
         return stream.codec_context.name, len(frames), tuple(int(v) for v in frames[0][48, 80])
 
 
+def keyframe_gaps(path: str) -> list[float]:
+    """Seconds between the received video keyframes."""
+    with av.open(path) as container:
+        times = [float(p.pts * p.time_base) for p in container.demux(container.streams.video[0]) if p.pts is not None and p.is_keyframe]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
 @pytest.mark.parametrize("codec,names", [("hevc", {"hevc"}), ("h264", {"h264"})])
 def test_codec_reaches_an_rtmp_listener(playlist, tmp_path, codec, names):
     port = free_port()
@@ -107,6 +114,8 @@ def test_codec_reaches_an_rtmp_listener(playlist, tmp_path, codec, names):
     assert name in names, f"{codec}: received {name}"
     assert frames >= FPS * CLIP_S, frames
     assert rgb[0] > 200 and rgb[1] < 60 and rgb[2] < 60, f"the first clip is red, got {rgb}"
+    gaps = keyframe_gaps(path)  # keyframe_seconds=1: a fixed GOP, no scene-cut keyframes at the clip change
+    assert gaps and all(abs(g - 1.0) < 0.05 for g in gaps), gaps
     assert channel_ffmpegs() == []
 
 
@@ -118,6 +127,8 @@ def test_srt_output_reaches_a_listener(playlist, tmp_path):
     name, frames, rgb = received(path)
     assert name == "h264" and frames >= FPS * CLIP_S, (name, frames)
     assert rgb[0] > 200 and rgb[1] < 60 and rgb[2] < 60, f"the first clip is red, got {rgb}"
+    gaps = keyframe_gaps(path)  # keyframe_seconds=1: a fixed GOP, no scene-cut keyframes at the clip change
+    assert gaps and all(abs(g - 1.0) < 0.05 for g in gaps), gaps
     assert channel_ffmpegs() == []
 
 
