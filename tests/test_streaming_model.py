@@ -21,6 +21,8 @@ from comfyui_webtv.nodes.streaming.model import build_modules
 from comfyui_webtv.nodes.streaming.tiny import randomise_zero_init
 from comfyui_webtv.nodes.streaming.unet import StreamingUNet3D
 
+pytestmark = pytest.mark.oldest  # the parity tests under the oldest transformers and diffusers too
+
 
 # ---------------------------------------------------------------- §10.1 key schema at full size
 

@@ -16,6 +16,8 @@ from comfyui_webtv.nodes.zeroscope import loader
 from comfyui_webtv.nodes.zeroscope.nodes import ZeroscopeLoader, ZeroscopeTextToVideo, ZeroscopeXLUpscale
 from media_probe import probe
 
+pytestmark = pytest.mark.oldest  # loading and parity under the oldest transformers and diffusers too
+
 
 @pytest.fixture
 def tiny_576w(tiny_env):
@@ -30,7 +32,7 @@ def _pipeline(cls, model):
 
 
 def test_text_to_video_matches_deprecated_pipeline(tiny_576w):
-    from diffusers.pipelines.deprecated import TextToVideoSDPipeline
+    from diffusers import TextToVideoSDPipeline
 
     kwargs = dict(num_frames=6, height=64, width=64, num_inference_steps=3, guidance_scale=7.5)
     ref = _pipeline(TextToVideoSDPipeline, tiny_576w)(
@@ -44,7 +46,7 @@ def test_text_to_video_matches_deprecated_pipeline(tiny_576w):
 
 
 def test_video_to_video_matches_deprecated_pipeline(tiny_576w):
-    from diffusers.pipelines.deprecated import VideoToVideoSDPipeline
+    from diffusers import VideoToVideoSDPipeline
 
     frames = torch.rand(5, 64, 64, 3, generator=torch.Generator().manual_seed(0))
     ref = _pipeline(VideoToVideoSDPipeline, tiny_576w)(
@@ -152,7 +154,7 @@ def test_every_scheduler_runs_from_the_model_config(tiny_576w, scheduler):
 
 def test_dpm_solver_matches_diffusers_pipeline_with_that_scheduler(tiny_576w):
     from diffusers import DPMSolverMultistepScheduler
-    from diffusers.pipelines.deprecated import TextToVideoSDPipeline
+    from diffusers import TextToVideoSDPipeline
 
     pipe = _pipeline(TextToVideoSDPipeline, tiny_576w)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # what the official code does
