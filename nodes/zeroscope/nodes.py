@@ -21,9 +21,12 @@ def _check_prompt(prompt: str) -> str:
     return prompt.strip()
 
 
+MAX_SIZE = 4096  # the largest widget value; beyond it a frame alone outgrows any GPU
+
+
 def _check_size(width: int, height: int) -> None:
     for name, value in (("width", width), ("height", height)):
-        value = checks.integer(name, value)
+        value = checks.integer(name, value, high=MAX_SIZE)
         if value <= 0 or value % 8:
             raise ValueError(f"{name}: {value} is not a positive multiple of 8; use for example {max(8, round(value / 8) * 8)}.")
 
@@ -92,8 +95,10 @@ class ZeroscopeTextToVideo:
                 "guidance": ("FLOAT", {"default": 9.0, "min": 1.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance scale; 1 disables guidance."}),
                 "width": ("INT", {"default": 576, "min": 64, "max": 2048, "step": 8, "tooltip": "Frame width, a multiple of 8."}),
                 "height": ("INT", {"default": 320, "min": 64, "max": 2048, "step": 8, "tooltip": "Frame height, a multiple of 8."}),
+            },
+            "optional": {  # optional, so API workflows written before it still run
                 "scheduler": (list(SCHEDULERS), {"default": "DDIM", "tooltip": SCHEDULER_TOOLTIP}),
-            }
+            },
         }
 
     def generate(self, model, prompt, negative_prompt, seed, frames, steps, guidance, width, height, scheduler="DDIM"):
@@ -141,9 +146,11 @@ class ZeroscopeXLUpscale:
                 "width": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 8, "tooltip": "Output width, a multiple of 8."}),
                 "height": ("INT", {"default": 576, "min": 64, "max": 4096, "step": 8, "tooltip": "Output height, a multiple of 8."}),
                 "chunk_length": ("INT", {"default": 24, "min": 1, "max": 512, "tooltip": "Frames the model sees at once; lower it if memory runs out."}),
+            },
+            "optional": {  # optional, so API workflows written before them still run
                 "overlap": ("INT", {"default": 8, "min": 0, "max": 511, "tooltip": "Frames shared by neighbouring chunks, where they are blended; 0 gives independent chunks (visible seams)."}),
                 "scheduler": (list(SCHEDULERS), {"default": "DDIM", "tooltip": SCHEDULER_TOOLTIP}),
-            }
+            },
         }
 
     def upscale(self, model, frames, prompt, negative_prompt, seed, strength, steps, guidance, width, height,
