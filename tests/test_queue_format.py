@@ -177,5 +177,9 @@ def test_pack_workflows_convert_to_their_api_twins(path):
         ui = json.load(f)
     with open(path) as f:
         expected = json.load(f)
-    api = wf.ui_to_api(ui, pack_object_info())
+    info = pack_object_info()
+    foreign = sorted({n["class_type"] for n in expected.values()} - set(info))
+    if foreign:
+        pytest.skip(f"uses nodes outside the pack ({', '.join(foreign)}): tests/test_comfyui_real.py converts it with ComfyUI's /object_info")
+    api = wf.ui_to_api(ui, info)
     assert {k: (v["class_type"], v["inputs"]) for k, v in api.items()} == {k: (v["class_type"], v["inputs"]) for k, v in expected.items()}
