@@ -204,6 +204,17 @@ def mask(text: str, secrets: list[str]) -> str:
     return text
 
 
+_ADDRESS = re.compile(r"(?:rtmps?|srt)://[^\s\"'\\<>]+", re.IGNORECASE)
+
+
+def mask_addresses(text: str) -> str:
+    """``text`` (a workflow, a prompt) with literal keys in every rtmp/rtmps/srt address replaced by ``***``.
+
+    Placeholders stay; a key pasted into a widget never reaches metadata, logs or status.
+    """
+    return _ADDRESS.sub(lambda m: _masked(m.group(0)), text)
+
+
 def server_address(url: str) -> tuple[str, int]:
     """(host, port) an RTMP or SRT URL connects to."""
     parts = urlsplit(url)

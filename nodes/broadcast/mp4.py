@@ -16,6 +16,7 @@ from .. import host
 from ..common.ffmpeg import ffmpeg_exe, popen
 from ..common.files import atomic_path, check_writable
 from ..common.frames import check_image, to_uint8
+from .keys import mask_addresses
 
 
 def check_audio(audio: dict, input_name: str = "audio") -> tuple[torch.Tensor, int]:
@@ -96,6 +97,8 @@ def write_mp4(
     count, height, width = frames.shape[:3]
     if host.metadata_disabled():
         metadata = None
+    elif metadata:
+        metadata = {k: mask_addresses(v) for k, v in metadata.items()}
     remove_stale(host.temp_dir(), re.compile(rf"^{SCRATCH_PREFIX}"))
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=host.temp_dir()) as scratch, atomic_path(path) as part:
         args = [

@@ -130,6 +130,20 @@ def test_save_video_metadata_over_128kib_is_not_on_argv(hostile):
     assert json.loads(tags["prompt"])["1"]["class_type"] == "A=B;#\\"
 
 
+@pytest.mark.parametrize("pasted", ["rtmp://live.twitch.tv/app/live_123456789_AbCdEfGhIjKlMnOpQrStUvWxYz",
+                                    "rtmps://live-api-s.facebook.com:443/rtmp/FB-1234567890-0-AbCdEfGhIj_klm",
+                                    "rtmp://a.rtmp.youtube.com/live2?key=abcd-efgh-ijkl-mnop"])
+def test_key_pasted_into_a_widget_never_reaches_metadata(hostile, pasted):
+    secret = pasted.rsplit("/", 1)[-1].split("=")[-1]
+    channel = {"class_type": "WebTVRTMPChannel", "inputs": {"outputs": pasted + "\nrtmp://127.0.0.1/live/${WEBTV_KEY_X}"}}
+    workflow = {"nodes": [{"id": 1, "type": "WebTVRTMPChannel", "widgets_values": [pasted]}]}
+    result = WebTVSaveVideo().save(images=FRAMES, fps=8.0, filename_prefix="WebTV/pasted", crf=30,
+                                   prompt={"1": channel}, extra_pnginfo={"workflow": workflow})
+    tags = _probe_tags(result["result"][0])
+    assert secret not in tags["prompt"] and secret not in tags["workflow"]
+    assert "***" in tags["workflow"] and "${WEBTV_KEY_X}" in json.loads(tags["prompt"])["1"]["inputs"]["outputs"]
+
+
 def test_disable_metadata_switch(hostile, monkeypatch):
     monkeypatch.setenv("COMFYUI_WEBTV_DISABLE_METADATA", "1")
     result = WebTVSaveVideo().save(images=FRAMES, fps=8.0, filename_prefix="WebTV/nometa", crf=30,
