@@ -78,24 +78,21 @@ def _even_size(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value:g} must be 0 (until Ctrl-C) or more")
-    return value
+def _non_negative(what: str, zero: str):
+    """An argparse type: a finite number of ``what``, 0 or more (0 means ``zero``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
+        if not 0 <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{value:g} must be 0 ({zero}) or more")
+        return value
+    return parse
 
 
-def _limit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value:g} must be 0 (no limit) or more")
-    return value
+_seconds = _non_negative("number of seconds", "until Ctrl-C")
+_limit = _non_negative("number", "no limit")
 
 
 def _run_id(text: str) -> str:
