@@ -127,7 +127,7 @@ class MusicGen:
     def _samples(model, duration_mode, seconds, fps, video) -> int:
         if duration_mode not in DURATION_MODES:
             raise ValueError(f"duration_mode: {duration_mode!r} is not one of {', '.join(DURATION_MODES)}.")
-        checks.positive("fps", fps)  # checked in both modes: a NaN widget is a broken workflow either way
+        checks.finite("fps", fps, low=0.1)  # checked in both modes: a NaN widget is a broken workflow either way
         if duration_mode == "match video":
             if video is None:
                 raise ValueError("video: duration_mode is 'match video' but no video is connected; connect the frames or use 'seconds'.")
