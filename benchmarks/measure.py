@@ -17,19 +17,16 @@ def proc_status(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def rss_anon() -> int:
-    """Anonymous memory this process holds (not the page cache behind disk-backed tensors), in bytes."""
-    return proc_status("RssAnon")
-
-
 class PeakMemory:
     """Peak memory during the block (``peak``) and its rise above the level at entry (``growth``), in bytes.
 
-    On CUDA: allocated device memory. Else: RssAnon, sampled every 2 ms by a thread.
+    On CUDA: allocated device memory. Else: the /proc/self/status ``field`` (RssAnon by default; VmRSS for
+    what top shows, file-backed pages included), sampled every 2 ms by a thread.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, field: str = "RssAnon"):
         self.cuda = device.type == "cuda"
+        self.field = field
         self.peak = 0
 
     def __enter__(self):
@@ -38,7 +35,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            self.base = rss_anon()
+            self.base = proc_status(self.field)
             self.stop = threading.Event()
             self.thread = threading.Thread(target=self._sample, daemon=True)
             self.thread.start()
@@ -46,7 +43,7 @@ class PeakMemory:
 
     def _sample(self):
         while not self.stop.is_set():
-            self.peak = max(self.peak, rss_anon())
+            self.peak = max(self.peak, proc_status(self.field))
             time.sleep(0.002)
 
     def __exit__(self, *exc):
@@ -56,5 +53,5 @@ class PeakMemory:
         else:
             self.stop.set()
             self.thread.join()
-            self.peak = max(self.peak, rss_anon())
+            self.peak = max(self.peak, proc_status(self.field))
         self.growth = self.peak - self.base

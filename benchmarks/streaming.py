@@ -21,12 +21,11 @@ import argparse
 import dataclasses
 import json
 import statistics
-import threading
 import tempfile
 import time
 
 import torch
-from measure import PeakMemory, proc_status
+from measure import PeakMemory
 
 from comfyui_webtv.nodes.common import frames as frames_mod
 from comfyui_webtv.nodes.diffusion import blending
@@ -45,36 +44,11 @@ CONFIG = dataclasses.replace(TINY, resolution=128)  # tiny channels, 128 x 128 f
 DEFAULT_THRESHOLD = frames_mod.DISK_THRESHOLD_BYTES  # what a user gets (COMFYUI_WEBTV_DISK_FRAMES_MB, 512 MB)
 
 
-class PeakRSS(PeakMemory):
-    """Peak VmRSS: what top/ps show a user, file-backed pages of the frame store included."""
-
-    def __init__(self):
-        super().__init__(torch.device("cpu"))
-
-    def __enter__(self):
-        self.base = proc_status("VmRSS")
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, proc_status("VmRSS"))
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        self.peak = max(self.peak, proc_status("VmRSS"))
-        self.growth = self.peak - self.base
-
-
 def measure_extension(model, clip, total: int, steps: int, device, on_disk: bool | None = True) -> dict:
     """``on_disk``: True = store on disk from the first frame, False = in RAM, None = the default threshold."""
     chunks = extension_steps(clip.shape[0], total, 8)
     frames_mod.DISK_THRESHOLD_BYTES = {True: 0, False: 2**62, None: DEFAULT_THRESHOLD}[on_disk]
-    with PeakMemory(device) as memory, PeakRSS() as rss:
+    with PeakMemory(device) as memory, PeakMemory(torch.device("cpu"), field="VmRSS") as rss:
         start = time.perf_counter()
         out = extend(model, clip, "a paper boat on a river", total_frames=total, steps=steps, seed=1)
         seconds = time.perf_counter() - start
