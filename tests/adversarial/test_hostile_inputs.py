@@ -327,20 +327,22 @@ def test_redirect_is_not_followed_with_the_key(hostile, llm_server):
     assert target.seen == []
 
 
-def test_drip_feeding_server_hits_the_deadline(hostile, llm_server):
-    def drip(h):
-        h.send_response(200)
-        h.send_header("Content-Length", "100000")
-        h.end_headers()
-        try:
-            for _ in range(600):
-                h.wfile.write(b" ")
-                h.wfile.flush()
-                time.sleep(0.05)
-        except OSError:
-            pass
+def _drip(h):
+    """A reply that trickles one byte every 50 ms for 30 s."""
+    h.send_response(200)
+    h.send_header("Content-Length", "100000")
+    h.end_headers()
+    try:
+        for _ in range(600):
+            h.wfile.write(b" ")
+            h.wfile.flush()
+            time.sleep(0.05)
+    except OSError:
+        pass
 
-    server = llm_server(drip)
+
+def test_drip_feeding_server_hits_the_deadline(hostile, llm_server):
+    server = llm_server(_drip)
     chat = backends.OpenAIChat(server.url, "m", timeout=1.5, attempts=1)
     started = time.monotonic()
     refused(hostile, lambda: chat.complete([{"role": "user", "content": "hi"}], 1), "in time")
@@ -348,18 +350,7 @@ def test_drip_feeding_server_hits_the_deadline(hostile, llm_server):
 
 
 def test_drip_feeding_server_honours_cancel(hostile, llm_server):
-    def drip(h):
-        h.send_response(200)
-        h.end_headers()
-        try:
-            for _ in range(600):
-                h.wfile.write(b" ")
-                h.wfile.flush()
-                time.sleep(0.05)
-        except OSError:
-            pass
-
-    server = llm_server(drip)
+    server = llm_server(_drip)
     chat = backends.OpenAIChat(server.url, "m", timeout=300, attempts=1)
     threading.Timer(0.5, host.request_interrupt).start()
     try:
