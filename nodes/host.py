@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import threading
 from typing import Callable
 
@@ -224,6 +225,21 @@ def load_models(patchers: list, memory_required: int = 0) -> torch.device:
     models to make room for them and ``memory_required`` bytes of activations."""
     _mm.load_models_gpu(list(patchers), memory_required=int(memory_required))
     return _mm.get_torch_device()
+
+
+def unloading_all() -> bool:
+    """True when called (on this thread) from inside ComfyUI's ``unload_all_models``: "Unload models",
+    ``POST /free`` or the retry after an out-of-memory error, which free every model, as opposed to
+    ``free_memory`` offloading some to make room for others. ComfyUI has no event for it and refuses
+    hooks on model management, so the caller's frames are read."""
+    if not IN_COMFYUI:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "unload_all_models" and frame.f_globals.get("__name__") == _mm.__name__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def is_loaded(patcher) -> bool:

@@ -1,10 +1,12 @@
 """The pack's loaded models: cached across runs, and on the device only while they run.
 
 Inside ComfyUI every module runs through ComfyUI's model management (wrapped in its ``ModelPatcher``,
-brought to the device by ``load_models_gpu``), so ComfyUI offloads other models to make room, manages
-our weights like its own, and "Unload models" (``POST /free``) frees ours: when model management
-unloads one of a cached model's modules, the cache forgets that model. Standalone, the cache keeps
-models and :func:`on_device` moves modules to the device and back.
+brought to the device by ``load_models_gpu`` with an estimate of the activation memory the run needs), so
+ComfyUI offloads other models to make room, manages our weights like its own, and "Unload models"
+(``POST /free``) frees ours. A cached model keeps its patchers when ComfyUI offloads them to make room for
+another model (the next run's ``load_models_gpu`` moves them back, nothing is read from disk); when
+ComfyUI unloads every model, the cache forgets it. Standalone, the cache keeps models and
+:func:`on_device` moves modules to the device and back.
 """
 
 from __future__ import annotations
@@ -86,8 +88,12 @@ def cached_keys() -> list[Hashable]:
 
 
 def _forget(entry_ref: "weakref.ref[_Entry]", patcher_ref: weakref.ref) -> None:
-    """Model management is unloading a module of this entry: stop holding its model once ComfyUI has let go
-    of the patcher (not during its unload loop, which a model freed at once would disturb)."""
+    """Model management unloaded a module of this entry. Offloaded to make room for another model: keep it
+    (its patcher goes back to the device on the next run). Unloaded with every model (Unload models,
+    ``POST /free``): stop holding the model once ComfyUI has let go of the patcher (not during its unload
+    loop, which a model freed at once would disturb)."""
+    if not host.unloading_all():
+        return
 
     def drop() -> None:
         deadline = time.monotonic() + 30
@@ -146,6 +152,59 @@ def on_device(*modules: torch.nn.Module | None, device: torch.device | None = No
             for m in present:
                 m.to(offload)
             host.soft_empty_cache()
+
+
+# ---------------------------------------------------------------- activation memory estimates
+# What a run needs on the device beyond its weights (``memory_required`` of ``load_models_gpu``; ComfyUI
+# adds the weights of the patchers it loads itself). Estimates, sized like ComfyUI's own for its models.
+
+MIB = 1 << 20
+
+
+def element_size(*modules: torch.nn.Module | None) -> int:
+    """Bytes per value of the first floating-point weight of ``modules`` (4 when there is none)."""
+    for module in modules:
+        for tensor in (module.parameters() if module is not None else ()):
+            if tensor.is_floating_point():
+                return tensor.element_size()
+    return 4
+
+
+def diffusion_memory(frames: int, height: int, width: int, element: int, decode_frames: int = 8,
+                     guided: bool = True) -> int:
+    """A latent video diffusion run at ``frames`` x ``height`` x ``width``: the UNet on latents 8x smaller
+    (a batch of 2 with guidance) at 1/100 MiB per latent value and value byte (ComfyUI's budget for its
+    latent diffusion models with PyTorch attention), or the VAE decoding ``decode_frames`` frames at 512
+    values per pixel (a few 128-channel full-size tensors), whichever is more."""
+    latents = (2 if guided else 1) * frames * max(height // 8, 1) * max(width // 8, 1)
+    return max(latents * element * MIB // 100, min(frames, decode_frames) * height * width * 512 * element)
+
+
+def interpolation_memory(pairs: int, height: int, width: int) -> int:
+    """FILM on ``pairs`` frame pairs at once: feature pyramids, flows and warps in float32, about 2 KiB per
+    pixel of a pair."""
+    return pairs * height * width * 2048
+
+
+def sequence_memory(module: torch.nn.Module, tokens: int, batch: int = 1, decode_samples: int = 0) -> int:
+    """A transformer generating ``tokens`` positions for ``batch`` sequences: its key/value cache and
+    working set (2 + 4 hidden vectors per position and layer), plus an audio codec decoding
+    ``decode_samples`` samples at 256 float32 values per sample."""
+    layers, hidden = _depth_and_width(module)
+    return (6 * layers * hidden * tokens * batch) * element_size(module) + decode_samples * 256 * 4
+
+
+def _depth_and_width(module: torch.nn.Module) -> tuple[int, int]:
+    """Layers and hidden size of a transformers model (MusicGen: its decoder) or an audiocraft LM."""
+    config = getattr(module, "config", None)
+    config = getattr(config, "decoder", config)
+    for layers, hidden in (("num_hidden_layers", "hidden_size"), ("num_layers", "d_model")):
+        if isinstance(getattr(config, layers, None), int) and isinstance(getattr(config, hidden, None), int):
+            return getattr(config, layers), getattr(config, hidden)
+    transformer = getattr(module, "transformer", None)
+    if transformer is not None and hasattr(transformer, "layers") and isinstance(getattr(module, "dim", None), int):
+        return len(transformer.layers), module.dim
+    return 0, 0  # an unknown layout: ComfyUI's minimum room
 
 
 TINY_MARKER = "TINY_RANDOM_MODEL.txt"

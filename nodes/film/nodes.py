@@ -10,7 +10,7 @@ import torch
 from .. import host
 from ..common import checks
 from ..common.frames import check_image
-from ..common.models import cached, on_device, path_stamp
+from ..common.models import cached, interpolation_memory, on_device, path_stamp
 from . import timing, weights
 from .interpolate import check_output_size, interpolate
 from .model import FilmNet
@@ -128,7 +128,7 @@ class FilmInterpolate:
             model = load_cached(model_name, precision)
         plan = timing.make_plan(times, count, strategy, model.honours_t, bisection_depth, cuts)
         bar = host.ProgressBar(len(plan.frames))
-        with on_device(model, device=device):
+        with on_device(model, device=device, memory_required=interpolation_memory(batch_size, height, width)):
             out = interpolate(model, images, plan, batch_size, on_frame=bar.update, compile=COMPILE)
         report = {"model": model_name, "weights_honour_t": model.honours_t, **plan.report(fps)}
         return (out, float(fps), json.dumps(report))

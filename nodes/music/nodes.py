@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import host
 from ..common import checks
 from ..common.frames import check_image
-from ..common.models import on_device
+from ..common.models import on_device, sequence_memory
 from . import fit, generate, loader
 from .backends import TRAINED_WINDOW_SECONDS
 from .sampling import Sampling
@@ -117,7 +117,11 @@ class MusicGen:
             bar = bar or host.ProgressBar(total)
             bar.update_absolute(done, total)
 
-        with on_device(*model.modules()):
+        memory = sequence_memory(
+            model.modules()[0], round(windowing.window * model.frame_rate), 2 if params.guidance > 1 else 1,
+            decode_samples=round((windowing.decode_chunk + windowing.decode_context) * model.sample_rate),
+        )
+        with on_device(*model.modules(), memory_required=memory):
             waveform = generate.generate_music(
                 model, [prompt.strip()], samples, params, seed, windowing, melody=tune, on_progress=progress
             )

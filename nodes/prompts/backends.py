@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 
 from .. import host
-from ..common.models import cached, on_device, path_stamp
+from ..common.models import cached, on_device, path_stamp, sequence_memory
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,8 @@ class LocalLM:
         inputs = tokenizer(_chat_text(tokenizer, messages), return_tensors="pt")
         prompt_length = inputs["input_ids"].shape[1]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        with on_device(model) as device, torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        memory = sequence_memory(model, prompt_length + self.max_new_tokens)
+        with on_device(model, memory_required=memory) as device, torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             with torch.inference_mode():
                 output = model.generate(

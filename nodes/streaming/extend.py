@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..common.frames import new_frames
-from ..common.models import on_device
+from ..common.models import diffusion_memory, element_size, on_device
 from ..diffusion.blending import fit_frames
 from ..diffusion.sampler import OnStep, Predict, decode_latents, denoise, resize_frames
 from .config import SQUARE_FITS
@@ -178,7 +178,8 @@ def extend(
         latents = torch.randn(shape, generator=generator).to(device, model.dtype) * scheduler.init_noise_sigma
         predict = chunk_predictor(model, branches, control, scheduler, sequential_guidance)
         latents = denoise(scheduler, latents, scheduler.timesteps, predict, generator, eta, on_step)
-        decoder = on_device(model.vae, device=device) if offload_components else nullcontext()
+        decoding = diffusion_memory(keep, size, size, element_size(model.vae))
+        decoder = on_device(model.vae, device=device, memory_required=decoding) if offload_components else nullcontext()
         with decoder:
             decode_latents(model, latents[:, :, cond : cond + keep], slice_frames=keep, out=out[position : position + keep])
         position += keep

@@ -9,7 +9,7 @@ import torch
 from .. import host
 from ..common import checks
 from ..common.frames import check_image
-from ..common.models import on_device
+from ..common.models import diffusion_memory, element_size, on_device
 from ..diffusion import blending
 from ..diffusion.blending import FITS, LENGTH_MODES, RANGE_MODES, chunk_grid
 from ..diffusion.sampler import strength_step_count
@@ -162,7 +162,9 @@ class StreamingT2VExtend:
         per_step = min(frames_per_step, model.config.new_frames_per_step)
         chunks = extension_steps(frames.shape[0], total_frames, per_step)
         resident = (model.unet, model.cam, model.resampler) if offload_components else model.modules()
-        with on_device(*resident):
+        size = model.config.resolution
+        memory = diffusion_memory(model.config.chunk_frames, size, size, element_size(model.unet))
+        with on_device(*resident, memory_required=memory):
             video = extend(
                 model, frames, prompt, negative_prompt, total_frames, steps, guidance, eta, seed, anchor_index,
                 per_step, fit, None if anchor_guidance < 0 else anchor_guidance, sequential_guidance,
@@ -223,7 +225,8 @@ class RandomizedBlendingEnhance:
                 raise ValueError(f"{name}: {value} is not a multiple of 8; use {round(value / 8) * 8}.")
         starts, _ = chunk_grid(frames.shape[0], chunk_length, overlap, length_mode)
         total = max(strength_step_count(steps, strength), 1) * len(starts)
-        with on_device(*model.modules()):
+        memory = diffusion_memory(chunk_length, height, width, element_size(model.unet))
+        with on_device(*model.modules(), memory_required=memory):
             video = blending.enhance(
                 model, frames, prompt, negative_prompt, chunk_length, overlap, strength, steps, guidance, seed, eta,
                 width, height, fit, length_mode, offset_range, on_chunk=_progress(total),

@@ -7,7 +7,7 @@ import json
 from .. import host
 from ..common import checks
 from ..common.frames import check_image
-from ..common.models import on_device
+from ..common.models import diffusion_memory, element_size, on_device
 from ..diffusion import blending, sampler
 from ..diffusion.sampler import SCHEDULER_TOOLTIP, SCHEDULERS
 from . import loader
@@ -106,7 +106,8 @@ class ZeroscopeTextToVideo:
         _check_size(width, height)
         _check_sampling(seed, steps, guidance, scheduler)
         frames = checks.integer("frames", frames, low=1)
-        with on_device(*model.modules()):
+        memory = diffusion_memory(frames, height, width, element_size(model.unet))
+        with on_device(*model.modules(), memory_required=memory):
             video = sampler.text_to_video(
                 model, prompt, negative_prompt, num_frames=frames, height=height, width=width, steps=steps,
                 guidance=guidance, seed=seed, on_step=_step_progress(steps), scheduler=scheduler,
@@ -166,7 +167,7 @@ class ZeroscopeXLUpscale:
         overlap = min(overlap, chunk - 1)
         starts, _ = blending.chunk_grid(frames.shape[0], chunk, overlap, "pad")
         progress = _step_progress(max(sampler.strength_step_count(steps, strength), 1) * len(starts))
-        with on_device(*model.modules()):
+        with on_device(*model.modules(), memory_required=diffusion_memory(chunk, height, width, element_size(model.unet))):
             out = blending.enhance(
                 model, frames, prompt, negative_prompt, chunk=chunk, overlap=overlap, strength=strength, steps=steps,
                 guidance=guidance, seed=seed, width=width, height=height, fit="stretch", length_mode="pad",
