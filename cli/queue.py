@@ -39,6 +39,10 @@ class Unreachable(Exception):
     """The server did not answer."""
 
 
+class PushFailed(Exception):
+    """The server refused clips sent to a channel; the message has its reason."""
+
+
 class Rejected(Exception):
     """ComfyUI refused the prompt (HTTP 400 with ``error`` / ``node_errors``)."""
 
@@ -250,6 +254,26 @@ class ComfyClient:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
         return dest
+
+    def push_clips(self, channel: str, clips: list[bytes]) -> dict:
+        """Append ``clips`` (mp4 bytes) to ``channel`` on a server running the pack (``POST
+        /webtv/channels/{channel}/clips``, multipart); returns the server's answer (saved names and status)."""
+        boundary = uuid.uuid4().hex
+        parts = [(f"--{boundary}\r\nContent-Disposition: form-data; name=\"clip\"; filename=\"clip_{i + 1:03}.mp4\"\r\n"
+                  f"Content-Type: video/mp4\r\n\r\n").encode() + data + b"\r\n" for i, data in enumerate(clips)]
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        headers = {**self.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        route = f"/webtv/channels/{urllib.parse.quote(channel, safe='')}/clips"
+        request = urllib.request.Request(self.server + route, body, headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            reason = e.read().decode("utf-8", "replace")[:500]
+            hint = " (is the pack installed there, and up to date?)" if e.code in (404, 405) and "channel" not in reason else ""
+            raise PushFailed(f"{self.server} refused the clips for channel {channel!r}: HTTP {e.code}: {reason}{hint}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise Unreachable(f"cannot reach ComfyUI at {self.server} ({getattr(e, 'reason', e)}); is it running?") from None
 
     def websocket(self, client_id: str) -> WebSocket:
         parts = urllib.parse.urlsplit(self.server)

@@ -1,19 +1,26 @@
-"""Every stage's nodes, gathered for ComfyUI."""
+"""Every stage's nodes, gathered for ComfyUI.
 
-from . import host
-from .broadcast import nodes as _broadcast
-from .film import nodes as _film
-from .music import nodes as _music
-from .prompts import nodes as _prompts
-from .streaming import nodes as _streaming
-from .zeroscope import nodes as _zeroscope
+The stages (and torch) load on first use of the mappings, so the pieces that need neither (the
+``queue`` client, shared file helpers) can be imported alone, e.g. by flow tasks that render on workers.
+"""
 
-host.register_model_folders()
+import importlib
 
-_STAGES = (_zeroscope, _broadcast, _film, _prompts, _music, _streaming)
+_STAGES = ("zeroscope", "broadcast", "film", "prompts", "music", "streaming")
+_MAPPINGS = ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS")
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
-for _stage in _STAGES:
-    NODE_CLASS_MAPPINGS.update(_stage.NODE_CLASS_MAPPINGS)
-    NODE_DISPLAY_NAME_MAPPINGS.update(_stage.NODE_DISPLAY_NAME_MAPPINGS)
+
+def __getattr__(name: str):
+    if name not in _MAPPINGS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import host
+
+    host.register_model_folders()
+    classes: dict[str, type] = {}
+    names: dict[str, str] = {}
+    for stage in _STAGES:
+        module = importlib.import_module(f".{stage}.nodes", __name__)
+        classes.update(module.NODE_CLASS_MAPPINGS)
+        names.update(module.NODE_DISPLAY_NAME_MAPPINGS)
+    globals().update(NODE_CLASS_MAPPINGS=classes, NODE_DISPLAY_NAME_MAPPINGS=names)
+    return globals()[name]
