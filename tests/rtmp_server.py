@@ -1,8 +1,12 @@
 """Test helpers for the broadcast tests: Debian's nginx with the RTMP module on 127.0.0.1, clip
-generation, a stream puller and stream analysis with PyAV.
+generation, and analysis with PyAV of what the server received.
 
 nginx runs unprivileged-style with its own prefix and config (no system service is touched). When
 nginx or its RTMP module is missing the tests fail with the install command instead of skipping.
+
+nginx records every publishing session to its own FLV file, from the session's first packet to its
+last: what a test analyses is exactly what reached the server, whatever the machine's load (a player
+that connects on its own clock can join late on a slow machine and miss the start).
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ rtmp {{
     access_log {root}/rtmp_access.log;
     server {{
         listen 127.0.0.1:{port};
-        application live {{ live on; }}
+        application live {{
+            live on;
+            record all;
+            record_path {root}/recordings;
+            record_unique on;
+        }}
     }}
 }}
 """
@@ -62,7 +71,7 @@ class Nginx:
         self.binary = need("nginx")
         self.root = root
         self.port = free_port()
-        os.makedirs(root, exist_ok=True)
+        os.makedirs(os.path.join(root, "recordings"), exist_ok=True)
         self.conf = os.path.join(root, "nginx.conf")
         with open(self.conf, "w") as f:
             f.write(CONFIG.format(module=RTMP_MODULE, root=root, port=self.port))
@@ -99,6 +108,22 @@ class Nginx:
             return []
         with open(path) as f:
             return [line for line in f if " PUBLISH " in line]
+
+    def recording(self, name: str, sessions: int, timeout: float = 30.0) -> str:
+        """The file of the last publishing session of stream ``name``, once ``sessions`` sessions have ended.
+
+        nginx names each session's file ``name-<unix time>.flv`` (sessions of one name are seconds apart in
+        these tests) and closes it when the publisher disconnects, which the access log then shows.
+        """
+        deadline = time.monotonic() + timeout
+        while len(self.publishes()) < sessions:
+            if time.monotonic() > deadline:
+                pytest.fail(f"nginx logged {len(self.publishes())} of {sessions} publishing sessions in {timeout} s", pytrace=False)
+            time.sleep(0.1)
+        folder = os.path.join(self.root, "recordings")
+        files = sorted((f for f in os.listdir(folder) if f.rpartition("-")[0] == name), key=lambda f: int(f[len(name) + 1 : -4]))
+        assert files, f"nginx recorded nothing for {name!r}: {os.listdir(folder)}"
+        return os.path.join(folder, files[-1])
 
 
 class TlsProxy:
@@ -162,36 +187,6 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
                 pass
 
 
-PROBE_SECONDS = 3.0
-PROBE_BYTES = 50_000_000  # never the limit: 3 s of the test streams is well under 1 MB
-
-
-class Puller:
-    """Debian's ffmpeg playing an RTMP stream into an FLV file (it waits for a publisher).
-
-    An FLV stream announces no stream list, so ffmpeg finds the streams by reading packets; it reads
-    PROBE_SECONDS of *stream* time (not wall time) before it starts writing, so however slowly a loaded
-    machine delivers the stream, the video and the audio have both appeared by then (every packet read
-    meanwhile is kept and written). The test streams all last longer than that.
-    """
-
-    def __init__(self, url: str, path: str, idle_timeout: float = 15.0):
-        self.path = path
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [need("ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-rw_timeout", str(int(idle_timeout * 1e6)),
-             "-probesize", str(PROBE_BYTES), "-analyzeduration", str(int(PROBE_SECONDS * 1e6)), "-i", url, "-map", "0", "-c", "copy",
-             "-flush_packets", "1", "-f", "flv", path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-
-    def wait(self) -> None:
-        """End the player once what nginx had has arrived (every packet is already flushed to the file)."""
-        time.sleep(0.5)
-        self.proc.kill()
-        self.proc.wait()
-
-
 COLOURS = {"red": (255, 0, 0), "lime": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0), "black": (0, 0, 0)}
 
 
@@ -245,7 +240,7 @@ def nearest_colour(rgb: np.ndarray) -> str:
 
 
 def analyse(path: str) -> Stream:
-    """Demux and decode a pulled stream with PyAV (one pass)."""
+    """Demux and decode a recorded stream with PyAV (one pass)."""
     import av
 
     vt, keys, sizes, at, colours, samples, broken = [], [], [], [], [], [], []
@@ -277,9 +272,7 @@ def analyse(path: str) -> Stream:
         width, height = video.codec_context.width, video.codec_context.height
         rate = audio.codec_context.sample_rate if audio else 0
         channels = audio.codec_context.channels if audio else 0
-    # The puller is stopped mid-write, so the file's last packets may be cut short; nothing earlier may be.
-    early = [t for t in broken if t < max(vt, default=0) - 1.0]
-    assert not early, f"undecodable packets in the pulled stream at {early[:5]} s"
+    assert not broken, f"undecodable packets in the recorded stream at {broken[:5]} s"
     order = np.argsort(vt)
     return Stream(
         width, height, np.array(vt)[order], np.array(keys)[order], np.array(sizes)[order], colours, rate, channels,
