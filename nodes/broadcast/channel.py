@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import host
 from ..common import checks
-from ..common.ffmpeg import ffmpeg_exe
+from ..common.ffmpeg import ffmpeg_exe, popen
 from .encoder import Encoding, FfmpegLog, encode_args, playlist_input_args, raw_input_args
 from .keys import check_output_url, mask
 from .normalize import ChannelFormat, ClipDecoder, ClipInfo, probe
@@ -109,7 +109,7 @@ class _Session:
             stdin, fds = subprocess.DEVNULL, ()
         args += encode_args(settings.fmt, settings.encoding)
         try:
-            self.proc = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
+            self.proc = popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
         except BaseException:
             if self._audio_fd is not None:
                 os.close(self._audio_fd)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..common import checks
-from ..common.ffmpeg import ffmpeg_exe
+from ..common.ffmpeg import ffmpeg_exe, popen
 
 MAX_WIDTH, MAX_HEIGHT = 3840, 2160  # 4K UHD, the most streaming platforms ingest
 
@@ -116,13 +116,13 @@ class ClipDecoder:
         self.clip, self.fmt = clip, fmt
         self._log = tempfile.TemporaryFile()
         base = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", clip.path]
-        self._video = subprocess.Popen(
+        self._video = popen(
             base + ["-map", "0:v:0", "-vf", fmt.video_filter(), "-f", "rawvideo", "pipe:1"],
             stdout=subprocess.PIPE, stderr=self._log,
         )
         self._audio = None
         if clip.has_audio:
-            self._audio = subprocess.Popen(
+            self._audio = popen(
                 base + ["-map", "0:a:0", "-ac", str(fmt.channels), "-ar", str(fmt.sample_rate), "-f", "s16le", "pipe:1"],
                 stdout=subprocess.PIPE, stderr=self._log,
             )

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..common.ffmpeg import ffmpeg_exe
+from ..common.ffmpeg import ffmpeg_exe, popen
 from .encoder import FfmpegLog
 from .keys import mask, resolve, server_address
 
@@ -375,7 +375,7 @@ class Output:
         if self.spec.kind == "hls":
             clear_hls(self.spec.target, keep_launch=launch)
         command = self.spec.command(launch)
-        proc = subprocess.Popen(
+        proc = popen(
             command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, env=self.spec.environment(),
         )
         log = FfmpegLog(proc.stderr, self.spec.secrets)

@@ -14,7 +14,6 @@ library, as it runs from its file path in whatever Python runs ComfyUI.
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import ssl
 import sys
@@ -29,16 +28,6 @@ def report(out_us: int, size: int, state: str = "continue") -> None:
     """One progress block on stderr."""
     sys.stderr.write(f"out_time_us={out_us}\ntotal_size={size}\nprogress={state}\n")
     sys.stderr.flush()
-
-
-def die_with_parent() -> None:
-    """Linux: be killed when the channel's process dies, whatever the way (its stdin also closes then)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def verify_tls(url: str, ca_file: str | None, timeout: float = 10.0) -> None:
@@ -84,7 +73,6 @@ def publish(url: str, source) -> None:
 
 def main() -> int:
     """Read the header line, publish, exit 0 at the end of the stream or 1 with the reason on stderr."""
-    die_with_parent()
     stdin = sys.stdin.buffer
     try:
         header = json.loads(stdin.readline())

@@ -22,12 +22,17 @@ def _die_with_parent() -> None:
 
 
 def popen(args: list[str], **kwargs) -> subprocess.Popen:
-    """``subprocess.Popen`` for ffmpeg (and other helpers): on Linux the child gets SIGKILL when the
-    thread that started it ends, so a killed ComfyUI leaves no encoder behind.
+    """``subprocess.Popen`` for every child the pack starts (ffmpeg, the RTMP publisher): never through a
+    shell, stdin ``/dev/null`` unless the caller gives one (ffmpeg would read ComfyUI's terminal), and on
+    Linux SIGKILL when the thread that started it ends, so a killed ComfyUI leaves no child behind.
 
-    Every child the pack starts goes through here or :func:`run_ffmpeg`. Linux ties the signal to the
-    starting *thread*: start long-lived children from a thread that lives as long as they should.
+    This is the one place that starts processes (a test checks the pack for others); :func:`run_ffmpeg`
+    uses it too. Linux ties the signal to the starting *thread*: start long-lived children from a thread
+    that lives as long as they should.
     """
+    if kwargs.get("shell"):
+        raise ValueError("popen: children are never started through a shell; pass the arguments as a list.")
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
     if _prctl is not None:
         kwargs.setdefault("preexec_fn", _die_with_parent)
     return subprocess.Popen(args, **kwargs)
