@@ -49,7 +49,8 @@ def make_clip(folder: str, width: int, height: int) -> str:
 def channel_speed(path: str, fmt: ChannelFormat) -> float:
     """Seconds of channel output encoded per wall-clock second, feeding as fast as the encoder takes it."""
     audio_r, audio_w = os.pipe()
-    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error"] + raw_input_args(fmt, audio_r) + encode_args(fmt, Encoding())
+    inputs, per_output = raw_input_args(fmt, audio_r)
+    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error"] + inputs + per_output + encode_args(fmt, Encoding())
     began = time.perf_counter()
     encoder = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(audio_r,))
     os.close(audio_r)

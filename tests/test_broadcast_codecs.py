@@ -1,11 +1,14 @@
-"""Outputs beyond H.264 RTMP: HEVC as Enhanced RTMP, and MPEG-TS over SRT.
+"""Outputs beyond H.264 RTMP: HEVC and AV1 as Enhanced RTMP, a codec per output, MPEG-TS over SRT, WHIP.
 
 The receivers are ffmpeg itself listening on 127.0.0.1 (``-listen 1`` for RTMP, ``mode=listener`` for
 SRT) writing what arrives to a file; PyAV (FFmpeg 8, which reads Enhanced FLV) says what was received.
+The WHIP server is aiohttp answering the offer with aiortc (a real WebRTC peer: ICE, DTLS, SRTP), which
+decodes the frames it receives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -17,7 +20,7 @@ import pytest
 
 from comfyui_webtv.nodes.broadcast import channel as channels
 from comfyui_webtv.nodes.broadcast.encoder import Encoding
-from comfyui_webtv.nodes.broadcast.keys import check_output_url
+from comfyui_webtv.nodes.broadcast.keys import check_output_url, mask_addresses
 from comfyui_webtv.nodes.broadcast.nodes import ChannelStatus, ChannelStop, FFConcatPlaylist, RTMPChannel
 from comfyui_webtv.nodes.common.ffmpeg import ffmpeg_exe
 
@@ -68,23 +71,27 @@ class Listener:
             self._thread.join(10)
 
 
-def run_channel(playlist: str, url: str, codec: str, receiver: Listener) -> dict:
+def run_channel(playlist: str, url: str, codec: str, *receivers, while_live=None) -> dict:
+    """Broadcast until the second clip is on air and every output is live, call ``while_live``, stop."""
     RTMPChannel().start(
         playlist=playlist, channel="codecs", outputs=url, local_preview=False, mode="clips", width=160, height=96,
         fps=float(FPS), video_kbps=400, audio_kbps=64, sample_rate="48000", keyframe_seconds=1.0, preset="ultrafast",
         retry_max_seconds=1.0, codec=codec,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # the first clip aired in full: the next one is on air
         state = json.loads(ChannelStatus().status("codecs")["result"][0])
-        if (state.get("current_clip") or {}).get("index") == 1 and state["outputs"][0]["state"] == "live":
+        if (state.get("current_clip") or {}).get("index") == 1 and all(o["state"] == "live" for o in state["outputs"]):
             break
         time.sleep(0.1)
     else:
-        pytest.fail(f"the channel did not go live: {json.dumps(state)}; listener: {receiver.errors}")
+        pytest.fail(f"the channel did not go live: {json.dumps(state)}; receivers: {[r.errors for r in receivers]}")
+    if while_live:
+        while_live(state)
     time.sleep(1.0)
     final = json.loads(ChannelStop().stop("codecs")["result"][0])
-    receiver.wait()
+    for receiver in receivers:
+        receiver.wait()
     return final
 
 
@@ -103,7 +110,7 @@ def keyframe_gaps(path: str) -> list[float]:
     return [b - a for a, b in zip(times, times[1:])]
 
 
-@pytest.mark.parametrize("codec,names", [("hevc", {"hevc"}), ("h264", {"h264"})])
+@pytest.mark.parametrize("codec,names", [("hevc", {"hevc"}), ("h264", {"h264"}), ("av1", {"libdav1d", "av1"})])
 def test_codec_reaches_an_rtmp_listener(playlist, tmp_path, codec, names):
     port = free_port()
     path = str(tmp_path / "got.flv")
@@ -151,6 +158,307 @@ def test_srt_addresses_are_checked(monkeypatch):
 
 def test_codec_is_checked():
     assert Encoding().codec == "h264"
-    for bad in ("av1", "H264", "vp9", ""):
+    for bad in ("H264", "vp9", ""):
         with pytest.raises(ValueError, match="codec"):
             Encoding(codec=bad)
+
+
+KEY = "live_424242_sEcReTkEyXyZ"
+
+
+def command_lines() -> dict[int, str]:
+    """Every process's command line, by PID (what any local user can read)."""
+    lines = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    lines[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                pass
+    return lines
+
+
+def encoder_video_codecs() -> list[str]:
+    """The video encoders named on the channel's encoder command line (the ffmpeg reading raw frames)."""
+    import psutil
+
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            args = proc.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "rawvideo" in args:
+            return sorted(args[i + 1] for i, a in enumerate(args) if a == "-c:v")
+    pytest.fail("no encoder process found")
+
+
+def test_each_output_gets_its_codec_from_one_encode_per_codec(playlist, tmp_path, monkeypatch):
+    """Four RTMP outputs (hevc twice, av1, and the channel's h264) get three encodes, each output its own codec."""
+    monkeypatch.setenv("WEBTV_KEY_CODECS", KEY)
+    lines, receivers = [], []
+    for i, codec in enumerate(["hevc", "av1", "", "hevc"]):
+        port = free_port()
+        receivers.append((codec or "h264", Listener(f"rtmp://127.0.0.1:{port}/live/{KEY}", str(tmp_path / f"got{i}.flv"), "flv")))
+        lines.append(f"rtmp://127.0.0.1:{port}/live/${{WEBTV_KEY_CODECS}}" + (f"?codec={codec}" if codec else ""))
+    seen = {}
+
+    def check(state):
+        seen["codecs"] = encoder_video_codecs()
+        listeners = {r.proc.pid for _, r in receivers}
+        seen["leaks"] = [pid for pid, line in command_lines().items() if KEY in line and pid not in listeners]
+        seen["outputs"] = [(o["codec"], o["target"]) for o in state["outputs"]]
+
+    final = run_channel(playlist, "\n".join(lines), "h264", *(r for _, r in receivers), while_live=check)
+    assert seen["codecs"] == ["libsvtav1", "libx264", "libx265"], seen["codecs"]  # one encode per distinct codec
+    assert seen["leaks"] == [], "the stream key is on a command line"
+    assert [c for c, _ in seen["outputs"]] == ["hevc", "av1", "h264", "hevc"]
+    assert all(KEY not in target for _, target in seen["outputs"])
+    assert KEY not in json.dumps(final)
+    names = {"hevc": {"hevc"}, "av1": {"libdav1d", "av1"}, "h264": {"h264"}}
+    for codec, receiver in receivers:
+        name, frames, rgb = received(receiver.path)
+        assert name in names[codec], f"{receiver.path}: wanted {codec}, received {name}"
+        assert frames >= FPS * CLIP_S, (codec, frames)
+        assert rgb[0] > 200 and rgb[1] < 60 and rgb[2] < 60, f"{codec}: the first clip is red, got {rgb}"
+    assert channel_ffmpegs() == []
+
+
+def test_output_codecs_are_checked(monkeypatch):
+    """codec= is the pack's own parameter: checked per protocol, taken out of the address, never echoing a key."""
+    from comfyui_webtv.nodes.broadcast.outputs import OutputSpec, check_output
+
+    monkeypatch.setenv("WEBTV_KEY_T", KEY)
+    spec = OutputSpec.parse("rtmp://127.0.0.1:1935/live/${WEBTV_KEY_T}?x=1&codec=AV1&y=2")
+    assert (spec.profile.codec, spec.url) == ("av1", f"rtmp://127.0.0.1:1935/live/{KEY}?x=1&y=2")
+    assert OutputSpec.parse("srt://127.0.0.1:9000?codec=hevc&latency=200000").url == "srt://127.0.0.1:9000?latency=200000"
+    assert OutputSpec.parse("rtmp://127.0.0.1/live/s", default_codec="hevc").profile.codec == "hevc"
+    for bad, why in [
+        ("rtmp://h.example/live/s?codec=vp9", "not one of"),
+        ("rtmp://h.example/live/s?codec=", "empty codec"),
+        ("rtmp://h.example/live/s?codec=h264&codec=hevc", "twice"),
+        ("srt://h.example:9000?codec=av1", "SRT outputs cannot send av1"),
+        ("https://h.example/whip?codec=hevc", "WHIP outputs cannot send hevc"),
+        ("https://h.example/whip?codec=av1", "WHIP outputs cannot send av1"),
+        (f"rtmp://h.example/live/s?codec={KEY}", "not one of"),
+        ("rtmp://h.example/live/s?bearer=${WEBTV_KEY_T}", "only a WHIP"),
+        ("https://h.example/whip?bearer=abcdefghijklmnop", "literal"),
+        ("https://h.example/whip?bearer=${HOME}", "not a stream key variable"),
+        ("http://h.example/whip", "plain http"),
+    ]:
+        with pytest.raises(ValueError, match=why) as info:
+            check_output(bad)
+        assert KEY not in str(info.value) and "abcdefghijklmnop" not in str(info.value), str(info.value)
+    masked = mask_addresses('{"outputs": "https://h.example/whip?bearer=abcdefghijklmnop&codec=h264"}')
+    assert "abcdefghijklmnop" not in masked and "https://h.example/whip?bearer=***&codec=h264" in masked
+
+
+TOKEN = "whipTokenZq9xK2mP7vL4nR8s"
+
+
+class WhipServer:
+    """A WHIP endpoint on 127.0.0.1: aiohttp takes the offer, aiortc answers it as a real WebRTC peer (ICE,
+    DTLS, SRTP) and decodes what arrives. Offers without ``Bearer <token>`` get 401."""
+
+    def __init__(self, token: str):
+        self.token, self.posts, self.deletes, self.pcs = token, [], 0, []
+        self.frames = {"video": 0, "audio": 0}
+        self.colours: set[str] = set()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+        self.url = f"http://127.0.0.1:{self.port}/whip"
+
+    async def _start(self) -> int:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/whip", self._offer)
+        app.router.add_delete("/whip/session", self._delete)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]
+
+    async def _offer(self, request):
+        from aiohttp import web
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        offer = await request.text()
+        self.posts.append((request.headers.get("Authorization"), request.headers.get("Content-Type"), offer))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.Response(status=401, text="unknown token")
+        pc = RTCPeerConnection()
+        self.pcs.append(pc)
+        pc.on("track", lambda track: asyncio.ensure_future(self._consume(track)))
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp", headers={"Location": "/whip/session"})
+
+    async def _consume(self, track) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if track.kind == "video":
+                img = frame.to_ndarray(format="rgb24")
+                r, g, b = (int(v) for v in img[img.shape[0] // 2, img.shape[1] // 2])
+                self.colours.add("red" if r > 200 and g < 60 and b < 60 else "blue" if b > 200 and r < 60 and g < 60 else "other")
+            self.frames[track.kind] += 1
+
+    async def _delete(self, request):
+        from aiohttp import web
+
+        self.deletes += 1
+        return web.Response(status=200)
+
+    async def _stop(self) -> None:
+        for pc in self.pcs:
+            await pc.close()
+        await self.runner.cleanup()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def whip_server(monkeypatch):
+    import aioice.ice
+
+    # aioice leaves loopback out of its candidates; the test's WebRTC traffic stays on 127.0.0.1.
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    server = WhipServer(TOKEN)
+    yield server
+    server.close()
+
+
+def start_whip(playlist: str, url: str) -> None:
+    RTMPChannel().start(
+        playlist=playlist, channel="codecs", outputs=url, local_preview=False, mode="clips", width=160, height=96,
+        fps=float(FPS), video_kbps=400, audio_kbps=64, sample_rate="44100", keyframe_seconds=1.0, preset="ultrafast",
+        retry_max_seconds=1.0,
+    )
+
+
+def wait_for(condition, what: str, timeout: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = json.loads(ChannelStatus().status("codecs")["result"][0])
+        if condition(state):
+            return state
+        time.sleep(0.2)
+    pytest.fail(f"{what} did not happen: {json.dumps(state)}")
+
+
+def test_whip_output_reaches_a_webrtc_peer(playlist, whip_server, monkeypatch):
+    """H.264 + Opus over WebRTC to a WHIP endpoint: the bearer token only in the POST's header, frames decoded."""
+    monkeypatch.setenv("WEBTV_KEY_WHIP", TOKEN)
+    start_whip(playlist, whip_server.url + "?bearer=${WEBTV_KEY_WHIP}")
+    state = wait_for(
+        lambda s: whip_server.frames["video"] >= 2 * FPS and whip_server.frames["audio"] >= 50 and s["outputs"][0]["state"] == "live",
+        "two seconds of WebRTC video and sound at the peer",
+    )
+    leaks = [pid for pid, line in command_lines().items() if TOKEN in line]
+    final = json.loads(ChannelStop().stop("codecs")["result"][0])
+    assert leaks == [], "the bearer token is on a command line"
+    assert TOKEN not in json.dumps(state) + json.dumps(final)
+    assert state["outputs"][0]["codec"] == "h264+opus"
+    (authorization, content_type, offer), = whip_server.posts
+    assert authorization == f"Bearer {TOKEN}" and content_type == "application/sdp"
+    assert "bearer" not in offer and "H264/90000" in offer and "opus/48000/2" in offer
+    assert {"red", "blue"} <= whip_server.colours, whip_server.colours  # both clips of the rotation arrived
+    deadline = time.monotonic() + 30
+    while not whip_server.deletes and time.monotonic() < deadline:  # the session's end is relayed with the token
+        time.sleep(0.1)
+    assert whip_server.deletes == 1
+    assert channel_ffmpegs() == []
+
+
+def test_whip_refusal_is_reported_without_the_token(playlist, whip_server, monkeypatch):
+    monkeypatch.setenv("WEBTV_KEY_WHIP", "wrongTokenAa1Bb2Cc3Dd4Ee5")
+    start_whip(playlist, whip_server.url + "?bearer=${WEBTV_KEY_WHIP}")
+    state = wait_for(lambda s: "401" in s["outputs"][0].get("last_error", ""), "the refusal")
+    ChannelStop().stop("codecs")
+    assert whip_server.posts and whip_server.posts[0][0] == "Bearer wrongTokenAa1Bb2Cc3Dd4Ee5"
+    assert "the WHIP server answered 401 Unauthorized (is the bearer token right?)" in state["outputs"][0]["last_error"]
+    assert "wrongTokenAa1Bb2Cc3Dd4Ee5" not in json.dumps(state)
+    assert channel_ffmpegs() == []
+
+
+def test_whip_relay_takes_one_offer_and_adds_the_token(whip_server):
+    """The relay ffmpeg posts to: the offer reaches the server with the bearer token; a refusal is explained;
+    a second offer on the same path, or any other path, never reaches the server."""
+    import urllib.error
+    import urllib.request
+
+    from comfyui_webtv.nodes.broadcast.whip import WhipRelay
+
+    relay = WhipRelay(whip_server.url, "wrongTokenAa1Bb2Cc3Dd4Ee5")
+    try:
+        codes = []
+        for url in (relay.url, relay.url, relay.url.rsplit("/", 1)[0] + "/other"):
+            request = urllib.request.Request(url, data=b"v=0\r\n", headers={"Content-Type": "application/sdp"}, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(request, timeout=30)
+            codes.append(info.value.code)
+    finally:
+        relay.close()
+    assert codes == [502, 403, 404]
+    assert whip_server.posts == [("Bearer wrongTokenAa1Bb2Cc3Dd4Ee5", "application/sdp", "v=0\r\n")]
+    assert relay.error == "the WHIP server answered 401 Unauthorized (is the bearer token right?)"
+    assert "wrongToken" not in relay.url
+
+
+def test_flv_stream_is_cut_into_whole_tags_and_rejoins_at_a_keyframe(tmp_path):
+    """The AV1 pipe (FLV) reaches outputs in whole tags; a rejoining output's header plus the stream from
+    a later keyframe is an FLV that PyAV decodes from its first frame."""
+    from comfyui_webtv.nodes.broadcast.encoder import Profile
+    from comfyui_webtv.nodes.broadcast.outputs import Fanout, flv_tag_kind, flv_tags
+    from comfyui_webtv.nodes.common.ffmpeg import run_ffmpeg
+
+    source = str(tmp_path / "av1.flv")
+    run_ffmpeg([
+        "-y", "-f", "lavfi", "-i", "testsrc=s=160x96:r=24:d=3", "-f", "lavfi", "-i", "sine=d=3:sample_rate=48000",
+        "-c:v", "libsvtav1", "-preset", "12", "-pix_fmt", "yuv420p", "-g", "24", "-svtav1-params", "scd=0:pred-struct=1",
+        "-c:a", "aac", "-f", "flv", "-flvflags", "no_duration_filesize", source,
+    ])
+    data = open(source, "rb").read()
+
+    class Sink:
+        def __init__(self):
+            self.chunks = []
+
+        def push(self, chunk):
+            self.chunks.append(chunk)
+
+    stream, sink = Fanout(Profile("av1")), Sink()
+    stream.outputs.append(sink)
+    read_r, write_w = os.pipe()
+    stream.start(read_r)
+    for at in range(0, len(data), 7919):  # pieces that cut tags anywhere
+        os.write(write_w, data[at : at + 7919])
+    os.close(write_w)
+    stream.join(30)
+    os.close(read_r)
+    assert b"".join(sink.chunks) == data
+    for chunk in sink.chunks[1:]:  # every chunk is whole tags
+        assert sum(end - start for start, end in flv_tags(chunk)) == len(chunk)
+    keys = [start for start, end in flv_tags(data, 13) if data[start] == 9 and flv_tag_kind(data[start:end]) == "key"]
+    assert len(keys) >= 2, keys  # a keyframe every second
+    after_first = next(end for start, end in flv_tags(data, 13) if start == keys[0])
+    tail = data[after_first:]  # what an output that rejoins after the first keyframe gets, from a tag boundary
+    assert stream.keyframe_at(tail) == keys[1] - after_first
+    rejoined = str(tmp_path / "rejoined.flv")
+    with open(rejoined, "wb") as f:
+        f.write(stream.header() + tail[stream.keyframe_at(tail) :])
+    with av.open(rejoined) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+        assert packets[0].is_keyframe and float(packets[0].pts * packets[0].time_base) >= 0.9
+    with av.open(rejoined) as container:
+        name, frames = container.streams.video[0].codec_context.name, list(container.decode(video=0))
+    assert name in ("libdav1d", "av1") and len(frames) == len(packets)

@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass, field
 from .. import host
 from ..common import checks
 from ..common.ffmpeg import ffmpeg_exe, popen
-from .encoder import Encoding, FfmpegLog, encode_args, playlist_input_args, raw_input_args
-from .keys import check_output_url, mask
+from .encoder import Encoding, FfmpegLog, encoder_outputs, playlist_input_args, raw_input_args
+from .keys import mask
 from .normalize import ChannelFormat, ClipDecoder, ClipInfo, probe
-from .outputs import PAT_PID, PMT_PID, TS_PACKET, Backoff, Output, OutputSpec, clear_hls, ts_pid
+from .outputs import Backoff, Fanout, Output, OutputSpec, check_output, clear_hls
 from .playlist import inside_output, live_copy, read_ffconcat
 from .slate import slate_frame
 
@@ -67,7 +67,7 @@ class ChannelSettings:
         if self.mode == "clips" and os.name != "posix":
             raise ValueError("mode: the clips mode feeds ffmpeg through an extra pipe, which needs Linux or macOS; use the playlist mode here.")
         for url in self.outputs:
-            check_output_url(url)
+            check_output(url, self.encoding.codec)
         if not self.outputs and not self.preview:
             raise ValueError("outputs: give at least one rtmp:// or rtmps:// address, or turn the local preview on.")
         checks.integer("preview_port", self.preview_port, low=0, high=65535)
@@ -90,37 +90,46 @@ class _Session:
 
     def __init__(self, channel: "Channel"):
         self.started = time.monotonic()
-        self._psi: dict[int, bytes] = {}  # the first PAT and PMT packets of the stream
+        # One encode per distinct profile the outputs want, each on its own pipe (the first on stdout).
+        self._streams = {spec.profile: Fanout(spec.profile) for spec in channel._specs}
         self.outputs = [
-            Output(spec, channel.settings.retry_max_seconds, channel._launches, self.ts_header) for spec in channel._specs
+            Output(spec, channel.settings.retry_max_seconds, channel._launches, self._streams[spec.profile]) for spec in channel._specs
         ]
+        pipes = [os.pipe() for _ in range(len(self._streams) - 1)]  # (read, write) for every encode after the first
+        targets = list(zip(self._streams, ["pipe:1"] + [f"pipe:{w}" for _, w in pipes]))
         settings = channel.settings
         base = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:2", "-stats_period", "0.5"]
         self._audio_fd = None
         self._audio_queue: queue.Queue = queue.Queue(maxsize=AUDIO_QUEUE_SECONDS * max(1, round(float(settings.fmt.fps))))
         if settings.mode == "clips":
             audio_r, self._audio_fd = os.pipe()
-            args = base + raw_input_args(settings.fmt, audio_r)
+            inputs, per_output = raw_input_args(settings.fmt, audio_r)
             stdin, fds = subprocess.PIPE, (audio_r,)
         else:
             first = channel._clips[0] if channel._clips else None
             playlist, safe = channel._playlist_copy
-            args = base + ["-nostdin"] + playlist_input_args(settings.fmt, playlist, bool(first and first.has_audio), safe)
+            inputs, per_output = playlist_input_args(settings.fmt, playlist, bool(first and first.has_audio), safe)
+            inputs = ["-nostdin"] + inputs
             stdin, fds = subprocess.DEVNULL, ()
-        args += encode_args(settings.fmt, settings.encoding)
+        args = base + inputs + encoder_outputs(settings.fmt, settings.encoding, per_output, targets)
         try:
-            self.proc = popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds)
+            self.proc = popen(
+                args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds + tuple(w for _, w in pipes),
+            )
         except BaseException:
             if self._audio_fd is not None:
                 os.close(self._audio_fd)
+            for r, _ in pipes:
+                os.close(r)
             self._close_outputs(False)
             raise
         finally:
-            if fds:
-                os.close(fds[0])
+            for fd in fds + tuple(w for _, w in pipes):
+                os.close(fd)
         self.log = FfmpegLog(self.proc.stderr)
-        self._pump = threading.Thread(target=self._pump_output, name="webtv-encoder-pump", daemon=True)
-        self._pump.start()
+        self._pipes = [self.proc.stdout.fileno()] + [r for r, _ in pipes]
+        for stream, fd in zip(self._streams.values(), self._pipes):
+            stream.start(fd)
         self._closing = threading.Event()
         threading.Thread(target=self._watchdog, name="webtv-encoder-watchdog", daemon=True).start()
         self._audio_writer = None
@@ -149,24 +158,6 @@ class _Session:
             elif time.monotonic() - since > STALL_SECONDS and self.proc.poll() is None:
                 self.log.note(f"the encoder made no progress for {STALL_SECONDS} s")
                 self.proc.kill()
-
-    def ts_header(self) -> bytes:
-        return self._psi.get(PAT_PID, b"") + self._psi.get(PMT_PID, b"")
-
-    def _pump_output(self) -> None:
-        """Hand the encoder's MPEG-TS to every output in whole 188-byte packets."""
-        fd = self.proc.stdout.fileno()
-        rest = b""
-        while data := os.read(fd, 65536):
-            data = rest + data
-            cut = len(data) - len(data) % TS_PACKET
-            chunk, rest = data[:cut], data[cut:]
-            if len(self._psi) < 2:
-                for i in range(0, len(chunk), TS_PACKET):
-                    if ts_pid(chunk, i) in (PAT_PID, PMT_PID):
-                        self._psi.setdefault(ts_pid(chunk, i), chunk[i : i + TS_PACKET])
-            for output in self.outputs:
-                output.push(chunk)
 
     def write(self, audio: bytes, video: bytes) -> None:
         """Feed one frame and its sound; raises OutputsDown when the encoder is gone."""
@@ -219,10 +210,13 @@ class _Session:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._pump.join(5)
+        for stream in self._streams.values():
+            stream.join(5)
         if self._audio_writer is not None:
             self._audio_writer.join(5)
         self.proc.stdout.close()
+        for fd in self._pipes[1:]:
+            os.close(fd)
         self.log.join()
         self._close_outputs(graceful)
 
@@ -232,7 +226,7 @@ class Channel:
 
     def __init__(self, settings: ChannelSettings, clips: list[ClipInfo]):
         self.settings = settings
-        self._specs = [OutputSpec.rtmp(url) for url in settings.outputs]  # fails now when a key is missing
+        self._specs = [OutputSpec.parse(url, settings.encoding.codec) for url in settings.outputs]  # fails now when a key is missing
         self._secrets = [value for spec in self._specs for value in spec.secrets]
         # Playlist mode: ffmpeg reads a copy written from the entries checked here, never the file itself.
         self._playlist_copy = ("", True)
@@ -243,7 +237,7 @@ class Channel:
             self.hls_dir = inside_output(os.path.join("WebTV", "live", settings.name), "channel")
             os.makedirs(self.hls_dir, exist_ok=True)
             clear_hls(self.hls_dir)
-            self._specs.append(OutputSpec.hls(self.hls_dir))
+            self._specs.append(OutputSpec.hls(self.hls_dir, settings.encoding.codec))
         self._launches = itertools.count(int(time.time()) - 1_700_000_000)
         self._lock = threading.Lock()
         self._clips: list[ClipInfo] = list(clips)
@@ -362,7 +356,7 @@ class Channel:
         now = time.monotonic()
         number = (lambda key: log.number(key)) if log else (lambda key: None)
         outputs = [o.status() for o in session.outputs] if session else [
-            {"kind": s.kind, "target": s.label, "state": "down" if self.error else "connecting"} for s in self._specs
+            {"kind": s.kind, "target": s.label, "codec": s.profile.label, "state": "down" if self.error else "connecting"} for s in self._specs
         ]
         for output in outputs:
             if output.get("last_error"):

@@ -1,10 +1,12 @@
 """The channel's encoder command and the reader of ffmpeg's ``-progress`` reports.
 
-The encoding meets Twitch's and YouTube's ingest rules: H.264 Main (or HEVC Main, which YouTube takes
-as Enhanced RTMP), yuv420p, a keyframe every
-``keyframe_seconds`` (no scene-cut keyframes), strict CBR (bitrate = minrate = maxrate, VBV buffer of
-one second, x264 ``nal-hrd=cbr``), AAC-LC stereo at 44.1 or 48 kHz. The encoder writes MPEG-TS to its
-stdout; the outputs copy that stream to FLV (RTMP) or HLS, so one encode serves every destination.
+The encoding meets Twitch's and YouTube's ingest rules: H.264 Main (or HEVC Main or AV1, which YouTube
+takes as Enhanced RTMP), yuv420p, a keyframe every ``keyframe_seconds`` (no scene-cut keyframes),
+strict CBR (bitrate = minrate = maxrate, VBV buffer of one second, x264 ``nal-hrd=cbr``), AAC-LC stereo
+at 44.1 or 48 kHz. One encoder process makes one encode per :class:`Profile` the outputs ask for (a
+video codec, and Opus sound with constrained-baseline H.264 for WebRTC), each written to its own pipe;
+the outputs copy those streams to FLV (RTMP), MPEG-TS (SRT), WebRTC (WHIP) or HLS, so each distinct
+encode is made once whatever the number of destinations.
 """
 
 from __future__ import annotations
@@ -20,10 +22,29 @@ from .normalize import ChannelFormat
 
 PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
 TUNES = ["zerolatency", "film", "animation", "none"]
-# AV1 is not offered: FFmpeg's MPEG-TS demuxer (8.x in PyAV, 9.x bundled) does not read AV1 back, and
-# every output copies the encoder's MPEG-TS stream.
-CODECS = ["h264", "hevc"]
+CODECS = ["h264", "hevc", "av1"]
 _X265_TUNES = {"zerolatency": "zerolatency", "animation": "animation"}  # x265 has no "film"
+_SVT_PRESETS = dict(zip(PRESETS, (12, 11, 10, 9, 8, 7)))  # SVT-AV1 presets from fastest (12) to slower
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One encode the channel's ffmpeg makes: a video codec, and for WebRTC (WHIP) Opus sound and
+    constrained-baseline H.264 without B-frames (what WebRTC peers decode); else AAC."""
+
+    codec: str = "h264"
+    webrtc: bool = False
+
+    @property
+    def container(self) -> str:
+        """The pipe's container: MPEG-TS, or FLV for AV1, which FFmpeg's MPEG-TS demuxer (8.x in PyAV,
+        9.x bundled) cannot read back (it sees a data stream)."""
+        return "flv" if self.codec == "av1" else "mpegts"
+
+    @property
+    def label(self) -> str:
+        """How the status names this encode."""
+        return f"{self.codec}+opus" if self.webrtc else self.codec
 
 
 @dataclass(frozen=True)
@@ -52,50 +73,66 @@ class Encoding:
         if self.tune not in TUNES:
             raise ValueError(f"tune: {self.tune!r} is not one of {TUNES}.")
         if self.codec not in CODECS:
-            raise ValueError(f"codec: {self.codec!r} is not one of {CODECS} (AV1 cannot pass through the channel's MPEG-TS stream).")
+            raise ValueError(f"codec: {self.codec!r} is not one of {CODECS}.")
 
 
-def encode_args(fmt: ChannelFormat, enc: Encoding) -> list[str]:
-    """Output options: CBR H.264 or HEVC with fixed GOP + AAC, as MPEG-TS on stdout."""
+def encode_args(fmt: ChannelFormat, enc: Encoding, profile: Profile | None = None, target: str = "pipe:1") -> list[str]:
+    """Output options for one encode: CBR H.264, HEVC or AV1 with fixed GOP + AAC (Opus for WebRTC), written
+    to ``target`` as MPEG-TS (FLV for AV1). ``profile``: the channel's own codec when None."""
+    profile = profile or Profile(enc.codec)
     gop = max(1, round(float(fmt.fps) * enc.keyframe_seconds))
     rate = f"{enc.video_kbps}k"
-    if enc.codec == "hevc":
+    keyframes = ["-g", str(gop), "-keyint_min", str(gop), "-force_key_frames", f"expr:gte(t,n_forced*{enc.keyframe_seconds})"]
+    if profile.codec == "av1":
+        # SVT-AV1 (in both FFmpeg builds and in PyAV): CBR needs its low-delay prediction structure, which
+        # has no B-frames; scene-change keyframes off. It takes no max rate without its TPL, which low delay turns off.
+        video = [
+            "-c:v", "libsvtav1", "-preset", str(_SVT_PRESETS[enc.preset]), "-pix_fmt", "yuv420p", *keyframes,
+            "-b:v", rate, "-bufsize", rate, "-svtav1-params", "scd=0:pred-struct=1:rc=2",
+        ]
+    elif profile.codec == "hevc":
         tune = ["-tune", _X265_TUNES[enc.tune]] if enc.tune in _X265_TUNES else []
         video = [
-            "-c:v", "libx265", "-preset", enc.preset, *tune, "-profile:v", "main", "-pix_fmt", "yuv420p",
-            "-g", str(gop), "-keyint_min", str(gop),
-            "-force_key_frames", f"expr:gte(t,n_forced*{enc.keyframe_seconds})",
+            "-c:v", "libx265", "-preset", enc.preset, *tune, "-profile:v", "main", "-pix_fmt", "yuv420p", *keyframes,
             "-b:v", rate, "-maxrate", rate, "-bufsize", rate,
             "-x265-params", "scenecut=0:open-gop=0:strict-cbr=1:repeat-headers=1:log-level=error",
         ]
     else:
         tune = [] if enc.tune == "none" else ["-tune", enc.tune]
+        level = ["-profile:v", "baseline", "-bf", "0"] if profile.webrtc else ["-profile:v", "main"]
         video = [
-            "-c:v", "libx264", "-preset", enc.preset, *tune, "-profile:v", "main", "-pix_fmt", "yuv420p",
-            "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-            "-force_key_frames", f"expr:gte(t,n_forced*{enc.keyframe_seconds})",
+            "-c:v", "libx264", "-preset", enc.preset, *tune, *level, "-pix_fmt", "yuv420p", *keyframes, "-sc_threshold", "0",
             "-b:v", rate, "-minrate", rate, "-maxrate", rate, "-bufsize", rate,
             "-x264-params", "nal-hrd=cbr:force-cfr=1",
         ]
-    return video + [
-        "-c:a", "aac", "-b:a", f"{enc.audio_kbps}k", "-ar", str(fmt.sample_rate), "-ac", str(fmt.channels),
-        "-f", "mpegts", "-mpegts_pmt_start_pid", "0x1000", "-mpegts_start_pid", "0x100", "pipe:1",
-    ]
+    if profile.webrtc:  # WebRTC's Opus runs at 48 kHz whatever the channel's rate
+        audio = ["-c:a", "libopus", "-b:a", f"{enc.audio_kbps}k", "-ar", "48000", "-ac", "2"]
+    else:
+        audio = ["-c:a", "aac", "-b:a", f"{enc.audio_kbps}k", "-ar", str(fmt.sample_rate), "-ac", str(fmt.channels)]
+    if profile.container == "flv":
+        return video + audio + ["-f", "flv", "-flvflags", "no_duration_filesize", target]
+    return video + audio + ["-f", "mpegts", "-mpegts_pmt_start_pid", "0x1000", "-mpegts_start_pid", "0x100", target]
 
 
-def raw_input_args(fmt: ChannelFormat, audio_fd: int) -> list[str]:
-    """Inputs for the pipe feeder: yuv420p frames on stdin, s16le PCM on ``audio_fd``."""
+def encoder_outputs(fmt: ChannelFormat, enc: Encoding, per_output: list[str], targets: list[tuple[Profile, str]]) -> list[str]:
+    """The output part of the encoder's command: each profile's encode to its pipe, each with ``per_output``
+    (the maps and filters, which ffmpeg applies to the output that follows them)."""
+    return [arg for profile, target in targets for arg in per_output + encode_args(fmt, enc, profile, target)]
+
+
+def raw_input_args(fmt: ChannelFormat, audio_fd: int) -> tuple[list[str], list[str]]:
+    """``(inputs, per-output options)`` for the pipe feeder: yuv420p frames on stdin, s16le PCM on ``audio_fd``."""
     return [
         "-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", f"{fmt.width}x{fmt.height}",
         "-framerate", str(fmt.fps), "-probesize", "32", "-analyzeduration", "0", "-i", "pipe:0",
         "-f", "s16le", "-ar", str(fmt.sample_rate), "-ac", str(fmt.channels), "-probesize", "32", "-analyzeduration", "0",
         "-i", f"pipe:{audio_fd}",
-        "-map", "0:v", "-map", "1:a",
-    ]
+    ], ["-map", "0:v", "-map", "1:a"]
 
 
-def playlist_input_args(fmt: ChannelFormat, playlist: str, has_audio: bool, safe: bool = True) -> list[str]:
-    """Inputs for the seed-compatible mode: the concat demuxer over the playlist, looped, read in real time.
+def playlist_input_args(fmt: ChannelFormat, playlist: str, has_audio: bool, safe: bool = True) -> tuple[list[str], list[str]]:
+    """``(inputs, per-output options)`` for the seed-compatible mode: the concat demuxer over the playlist,
+    looped, read in real time.
 
     Input options come before the ``-i`` they belong to (the WebTV's printed command had ``-stream_loop``
     after it, which current ffmpeg rejects). ``safe``: every entry is a plain relative name, so ffmpeg's
@@ -108,7 +145,7 @@ def playlist_input_args(fmt: ChannelFormat, playlist: str, has_audio: bool, safe
     else:
         args += ["-f", "lavfi", "-i", f"anullsrc=r={fmt.sample_rate}:cl=stereo"]
         audio = ["-map", "1:a", "-shortest"]
-    return args + ["-map", "0:v:0", "-vf", fmt.video_filter(), "-r", str(fmt.fps)] + audio
+    return args, ["-map", "0:v:0", "-vf", fmt.video_filter(), "-r", str(fmt.fps)] + audio
 
 
 _KEY = re.compile(r"^[a-z0-9_]+$")
@@ -133,6 +170,8 @@ class FfmpegLog:
                 block[key] = value.strip()
                 if key == "progress":
                     self.progress, block = block, {}
+            elif line.startswith("Svt[") and not line.startswith("Svt[error]"):
+                continue  # SVT-AV1 logs its settings and warnings itself, whatever ffmpeg's log level
             elif line:
                 self._lines.append(mask(line, self._secrets))
         stream.close()

@@ -12,6 +12,11 @@ secrets convention). Keys are masked in everything the channel reports.
 no SRT; ffmpeg takes its output address only on its command line, which every local user can read, so
 an SRT address may hold no placeholder, passphrase or key-like ``streamid``.
 
+``https://host/path`` is a WHIP (WebRTC) server; its bearer token is written ``bearer=${WEBTV_KEY_NAME}``
+in the query and sent in the ``Authorization`` header (plain ``http://`` only to a loopback host). The
+query parameters ``codec`` and ``bearer`` are the pack's own (:data:`OPTIONS`): read here, taken out of
+the address, never sent to the server as a parameter.
+
 Public API (the nodes and the CLI): :func:`check_output_url` validates an address without reading any
 key; :func:`resolve_output_url` validates it and returns ``(url, masked)``.
 """
@@ -23,7 +28,9 @@ import re
 from urllib.parse import parse_qsl, quote, urlsplit
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-SCHEMES = ("rtmp", "rtmps", "srt")
+SCHEMES = ("rtmp", "rtmps", "srt", "https", "http")
+OPTIONS = ("codec", "bearer")  # the pack's own query parameters (see the module docstring)
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 KEY_PREFIX = "WEBTV_KEY_"
 KEY_LIST = "WEBTV_STREAM_KEYS"
 # Literal keys as Twitch (live_...), YouTube (xxxx-xxxx-xxxx-xxxx[-xxxx]) and Facebook (FB-<id>-<n>-<token>)
@@ -33,7 +40,7 @@ _LITERAL_KEY = re.compile(
     r"|(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9])[A-Za-z0-9_-]{20,})$"
 )
 # Query parameters that carry credentials whatever their value looks like.
-_SECRET_PARAMS = {"key", "streamkey", "stream_key", "password", "pass", "pwd", "token", "secret", "auth", "sig", "signature", "passphrase"}
+_SECRET_PARAMS = {"key", "streamkey", "stream_key", "password", "pass", "pwd", "token", "secret", "auth", "sig", "signature", "passphrase", "bearer"}
 
 
 def allowed_names() -> set[str]:
@@ -104,10 +111,49 @@ def _split(template: str):
         return None
 
 
+def split_options(template: str, input_name: str = "outputs") -> tuple[str, dict[str, str]]:
+    """``(address, options)``: ``template`` without the pack's own query parameters (:data:`OPTIONS`), and their values."""
+    head, sep, fragment = template.partition("#")
+    address, _, query = head.partition("?")
+    kept, options = [], {}
+    for part in query.split("&") if query else []:
+        name, _, value = part.partition("=")
+        if name.lower() not in OPTIONS:
+            kept.append(part)
+        elif name.lower() in options:
+            raise ValueError(f"{input_name}: {_masked(template)!r} gives {name.lower()}= twice; give it once.")
+        else:
+            options[name.lower()] = value
+    return address + ("?" + "&".join(kept) if kept else "") + sep + fragment, options
+
+
+def output_kind(url: str) -> str:
+    """``rtmp`` (rtmp://, rtmps://), ``srt`` or ``whip`` (https://, http://) for a checked address."""
+    scheme = url.partition(":")[0].lower()
+    return {"rtmps": "rtmp", "https": "whip", "http": "whip"}.get(scheme, scheme)
+
+
 def check_output_url(template: str, input_name: str = "outputs") -> None:
-    """Refuse anything but rtmp(s)://host[:port]/app/stream, literal stream keys and misplaced placeholders."""
+    """Refuse anything but rtmp(s)://host[:port]/app/stream, srt://host:port and https://host/path (WHIP), literal
+    stream keys, misplaced placeholders and misused options (``codec=`` and ``bearer=``; codec names are checked by
+    :func:`.outputs.check_output`)."""
     if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in template):
         raise ValueError(f"{input_name}: an RTMP address cannot contain spaces or control characters; write one address per line.")
+    address, options = split_options(template, input_name)
+    if not options.get("codec", "x").strip():
+        raise ValueError(f"{input_name}: {_masked(template)!r} has an empty codec=; write codec=h264, hevc or av1, or leave it out.")
+    if "bearer" in options:
+        if output_kind(address) != "whip":
+            raise ValueError(f"{input_name}: {_masked(template)!r} has bearer=, which only a WHIP (https://) address takes.")
+        name = PLACEHOLDER.fullmatch(options["bearer"])
+        if not name:
+            raise ValueError(
+                f"{input_name}: {_masked(template)!r} gives bearer= a literal value (shown as ***); widget values are saved "
+                f"in workflows and media metadata, so write bearer=${{{KEY_PREFIX}NAME}} and set {KEY_PREFIX}NAME in the environment."
+            )
+        if not is_stream_key_name(name.group(1)):
+            raise ValueError(_not_a_key(name.group(1), input_name))
+    template = address
     try:
         parts = urlsplit(template)
         port = parts.port
@@ -120,7 +166,7 @@ def check_output_url(template: str, input_name: str = "outputs") -> None:
     if parts.scheme not in SCHEMES:
         raise ValueError(
             f"{input_name}: {shown!r} is not an RTMP address; use rtmp://host[:port]/app/stream or rtmps://... "
-            f"(got scheme {parts.scheme or 'none'!r})."
+            f"(or srt://host:port, or https://host/path for WHIP; got scheme {parts.scheme or 'none'!r})."
         )
     if "$" in parts.scheme or "$" in parts.netloc:
         raise ValueError(
@@ -132,6 +178,8 @@ def check_output_url(template: str, input_name: str = "outputs") -> None:
     if parts.scheme == "srt":
         _check_srt(parts, shown, input_name)
         return
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise ValueError(f"{input_name}: {shown!r} is plain http, which would send the bearer token unencrypted; use https:// (http:// only to 127.0.0.1).")
     if port == 0:
         raise ValueError(f"{input_name}: {shown!r} has port 0; use a port from 1 to 65535 (or none for the default).")
     if parts.username or parts.password:
@@ -140,8 +188,8 @@ def check_output_url(template: str, input_name: str = "outputs") -> None:
         raise ValueError(f"{input_name}: {shown!r} has a '#' fragment, which RTMP does not use; remove it.")
     segments = [s for s in parts.path.split("/") if s]
     if not segments:
-        raise ValueError(f"{input_name}: {shown!r} has no application path; use rtmp://host[:port]/app/stream.")
-    if PLACEHOLDER.search(segments[0]) or "$" in segments[0]:
+        raise ValueError(f"{input_name}: {shown!r} has no application path; use rtmp://host[:port]/app/stream (WHIP: https://host/path).")
+    if parts.scheme in ("rtmp", "rtmps") and (PLACEHOLDER.search(segments[0]) or "$" in segments[0]):
         raise ValueError(
             f"{input_name}: {shown!r} has a placeholder in the application name; a stream key goes only in the stream "
             "name or query (rtmp://host/app/${WEBTV_KEY_NAME})."
@@ -176,9 +224,11 @@ def _check_srt(parts, shown: str, input_name: str) -> None:
         )
 
 
-def resolve(template: str, input_name: str = "outputs") -> tuple[str, list[str]]:
-    """``(url, secrets)``: the checked URL with every placeholder filled, and the secret values to mask."""
+def resolve_options(template: str, input_name: str = "outputs") -> tuple[str, dict[str, str], list[str]]:
+    """``(url, options, secrets)``: the checked address without the pack's options and with every placeholder
+    filled, the options (``bearer`` filled), and the secret values to mask."""
     check_output_url(template, input_name)
+    address, options = split_options(template, input_name)
     values: list[str] = []
 
     def fill(match: re.Match) -> str:
@@ -186,7 +236,14 @@ def resolve(template: str, input_name: str = "outputs") -> tuple[str, list[str]]
         values.append(value)
         return value
 
-    return PLACEHOLDER.sub(fill, template), values
+    options = {k: PLACEHOLDER.sub(fill, v) for k, v in options.items()}
+    return PLACEHOLDER.sub(fill, address), options, values
+
+
+def resolve(template: str, input_name: str = "outputs") -> tuple[str, list[str]]:
+    """``(url, secrets)``: the checked URL (the pack's options taken out) with every placeholder filled, and the secret values to mask."""
+    url, _, secrets = resolve_options(template, input_name)
+    return url, secrets
 
 
 def resolve_output_url(template: str, input_name: str = "outputs") -> tuple[str, str]:
@@ -204,11 +261,11 @@ def mask(text: str, secrets: list[str]) -> str:
     return text
 
 
-_ADDRESS = re.compile(r"(?:rtmps?|srt)://[^\s\"'\\<>]+", re.IGNORECASE)
+_ADDRESS = re.compile(r"(?:rtmps?|srt)://[^\s\"'\\<>]+|https?://[^\s\"'\\<>?]+\?[^\s\"'\\<>]*bearer=[^\s\"'\\<>]*", re.IGNORECASE)
 
 
 def mask_addresses(text: str) -> str:
-    """``text`` (a workflow, a prompt) with literal keys in every rtmp/rtmps/srt address replaced by ``***``.
+    """``text`` (a workflow, a prompt) with literal keys in every rtmp/rtmps/srt and WHIP address replaced by ``***``.
 
     Placeholders stay; a key pasted into a widget never reaches metadata, logs or status.
     """
@@ -216,6 +273,6 @@ def mask_addresses(text: str) -> str:
 
 
 def server_address(url: str) -> tuple[str, int]:
-    """(host, port) an RTMP or SRT URL connects to."""
+    """(host, port) an RTMP, SRT or WHIP URL connects to."""
     parts = urlsplit(url)
-    return parts.hostname, parts.port or (443 if parts.scheme == "rtmps" else 1935)
+    return parts.hostname, parts.port or {"rtmps": 443, "https": 443, "http": 80}.get(parts.scheme, 1935)

@@ -160,8 +160,8 @@ class RTMPChannel:
         "Starts a live channel that keeps broadcasting after the prompt finishes: one ffmpeg encoder with continuous "
         "timestamps fed clip after clip (each scaled, padded, resampled to the channel format; silence where a clip "
         "has none), looping the playlist when nothing new is queued. H.264 with fixed keyframes and strict CBR plus "
-        "AAC, as Twitch and YouTube require, to one or more rtmp(s):// servers from one encode, with reconnects and "
-        "backoff. With no server address it plays in a local preview page (HLS on 127.0.0.1). Running it again with "
+        "AAC, as Twitch and YouTube require (or HEVC/AV1 as Enhanced RTMP, chosen per output), to one or more rtmp(s)://, "
+        "srt:// or WHIP servers, each codec encoded once, with reconnects and backoff. With no server address it plays in a local preview page (HLS on 127.0.0.1). Running it again with "
         "the same settings brings the channel in line with the playlist without reconnecting. Returns at once."
     )
     CATEGORY = "WebTV/Output"
@@ -177,7 +177,7 @@ class RTMPChannel:
             "required": {
                 "playlist": (VIDEO_OR_PATH, {"forceInput": True, "tooltip": "An ffconcat playlist under the output folder (from FFConcat Playlist), or a VIDEO to broadcast alone (it is saved in WebTV/<channel>_video.ffconcat)."}),
                 "channel": ("STRING", {"default": "webtv", "tooltip": CHANNEL_TOOLTIP}),
-                "outputs": ("STRING", {"multiline": True, "default": "", "tooltip": "RTMP servers, one per line, e.g. rtmp://live.twitch.tv/app/${WEBTV_KEY_TWITCH}. Write the stream key as ${WEBTV_KEY_NAME} (or a name listed in WEBTV_STREAM_KEYS), only in the stream name or query, and set it in the environment (or WEBTV_KEY_NAME_FILE naming a file): widget values are saved in workflows. An srt://host:port[?options] line sends MPEG-TS over SRT (caller mode; it cannot hold a key). Empty: local preview only."}),
+                "outputs": ("STRING", {"multiline": True, "default": "", "tooltip": "RTMP servers, one per line, e.g. rtmp://live.twitch.tv/app/${WEBTV_KEY_TWITCH}. Write the stream key as ${WEBTV_KEY_NAME} (or a name listed in WEBTV_STREAM_KEYS), only in the stream name or query, and set it in the environment (or WEBTV_KEY_NAME_FILE naming a file): widget values are saved in workflows. An srt://host:port[?options] line sends MPEG-TS over SRT (caller mode; it cannot hold a key). An https://host/path line is a WHIP (WebRTC) server, with its bearer token as ?bearer=${WEBTV_KEY_NAME} (H.264 and Opus sound). Add ?codec=h264, hevc or av1 (or &codec=...) to a line to choose its codec (SRT: h264 or hevc); it is read by the channel, not sent to the server. Each distinct codec is encoded once. Empty: local preview only."}),
                 "local_preview": ("BOOLEAN", {"default": True, "tooltip": "Also write HLS under output/WebTV/live/<channel> and serve a player page on 127.0.0.1 (its address is in the status)."}),
                 "mode": (channels.MODES, {"default": "clips", "tooltip": "clips: continuous broadcast that picks up playlist changes at clip boundaries. playlist: the AI WebTV's way, ffmpeg's concat demuxer looping the file as it was at start."}),
                 "width": ("INT", {"default": 1024, "min": 16, "max": 3840, "step": 2, "tooltip": "Channel width; clips are scaled and padded to it."}),
@@ -196,7 +196,7 @@ class RTMPChannel:
                 "session_hours": ("FLOAT", {"default": 47.0, "min": 0.01, "max": 48.0, "step": 0.5, "tooltip": "Reconnect the RTMP outputs on purpose at the first clip boundary after this many hours (Twitch ends a broadcast after 48 h)."}),
                 "retention_hours": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 8760.0, "step": 1.0, "tooltip": "Delete clips that have aired once they are older than this (oldest first; never the clip on air or the next one; they leave the playlist first). 0: keep them."}),
                 "retention_mb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000000.0, "step": 100.0, "tooltip": "Delete the oldest clips that have aired while the rotation's clips take more than this many megabytes. 0: no quota."}),
-                "codec": (CODECS, {"default": "h264", "tooltip": "Video codec of every output: h264 (every server), or hevc (libx265; sent as Enhanced RTMP, which YouTube takes; about half the bitrate for the same quality, more CPU). AV1 is not offered: it cannot pass through the channel's MPEG-TS stream. Browsers may not play an hevc local preview."}),
+                "codec": (CODECS, {"default": "h264", "tooltip": "Video codec of the outputs whose line names none (codec= in the address) and of the local preview: h264 (every server), hevc (libx265) or av1 (SVT-AV1), both sent as Enhanced RTMP, which YouTube takes, for about half the bitrate at the same quality and more CPU. Browsers may not play an hevc local preview."}),
             },
         }
 

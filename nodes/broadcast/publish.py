@@ -1,9 +1,10 @@
-"""The RTMP publisher a channel output runs as its child: MPEG-TS on stdin, remuxed to FLV, sent to the server.
+"""The RTMP publisher a channel output runs as its child: MPEG-TS (FLV for AV1) on stdin, remuxed to
+FLV (Enhanced RTMP for HEVC and AV1), sent to the server.
 
 It is its own Python process (not ffmpeg) so the server address, which holds the stream key, reaches
 it through its stdin and never appears on a command line (``ps`` shows every process's arguments to
-every local user). The first stdin line is a JSON object ``{"url": ..., "ca_file": ...}``; the MPEG-TS
-stream follows. Timestamps start at zero, as an ffmpeg stream copy writes them. For rtmps:// the
+every local user). The first stdin line is a JSON object ``{"url": ..., "ca_file": ..., "input":
+"mpegts" or "flv"}``; the stream follows. Timestamps start at zero, as an ffmpeg stream copy writes them. For rtmps:// the
 server's certificate is verified with Python's ``ssl`` first (against ``ca_file`` or the system store),
 as the TLS layer built into PyAV's FFmpeg does not verify it.
 Progress is reported on stderr in ffmpeg's ``-progress`` form (``out_time_us``, ``total_size``,
@@ -39,17 +40,18 @@ def verify_tls(url: str, ca_file: str | None, timeout: float = 10.0) -> None:
             pass
 
 
-def publish(url: str, source) -> None:
-    """Copy every packet of the MPEG-TS ``source`` to ``url`` as FLV until the source ends."""
+def publish(url: str, source, input_format: str = "mpegts") -> None:
+    """Copy every packet of ``source`` (MPEG-TS or FLV) to ``url`` as FLV until the source ends."""
     import av
 
-    with av.open(source, "r", format="mpegts", options=PROBE) as inp:
+    with av.open(source, "r", format=input_format, options=PROBE) as inp:
         streams = [s for s in inp.streams if s.type in ("video", "audio")]
         start = inp.start_time or 0  # microseconds; subtracted so the published stream starts at zero
         offsets = {s.index: int(start * s.time_base.denominator / s.time_base.numerator / 1_000_000) for s in streams}
         out = av.open(url, "w", format="flv", container_options={"flvflags": "no_duration_filesize"})
         try:
-            mapped = {s.index: out.add_stream_from_template(s) for s in streams}
+            # opaque: the template's own codec (a decoder such as libdav1d has no encoder of its name to look up)
+            mapped = {s.index: out.add_stream_from_template(s, opaque=True) for s in streams}
             size, last, reported = 0, 0, 0.0
             for packet in inp.demux(streams):
                 if packet.dts is None or packet.pts is None:
@@ -78,9 +80,11 @@ def main() -> int:
         header = json.loads(stdin.readline())
         if header["url"].startswith("rtmps:"):
             verify_tls(header["url"], header.get("ca_file"))
-        publish(header["url"], stdin)
+        publish(header["url"], stdin, header.get("input", "mpegts"))
     except Exception as exc:  # reported to the parent, which masks the key in what it shows
-        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        # FFmpeg's errors carry its last log lines; the reason is enough.
+        reason = getattr(exc, "strerror", None) or str(exc)
+        sys.stderr.write(f"{type(exc).__name__}: {' '.join(str(reason).split())}\n")
         return 1
     return 0
 
