@@ -11,6 +11,7 @@ from comfyui_webtv.nodes.streaming import tiny
 from comfyui_webtv.nodes.streaming.config import TINY
 from comfyui_webtv.nodes.streaming.extend import extend, extension_steps, fit_square
 from comfyui_webtv.nodes.streaming.model import load_model
+from comfyui_webtv.nodes.diffusion import sampler as sampler_mod
 from comfyui_webtv.nodes.diffusion.sampler import decode_latents
 
 
@@ -107,3 +108,55 @@ def test_square_fits():
 def test_frame_store_threshold_is_a_setting():
     assert not frames_mod.is_on_disk(frames_mod.new_frames(4, 8, 8, threshold_bytes=4 * 8 * 8 * 3 * 4))
     assert frames_mod.is_on_disk(frames_mod.new_frames(4, 8, 8, threshold_bytes=4 * 8 * 8 * 3 * 4 - 1))
+
+
+def mapped_rss(frames: torch.Tensor) -> int:
+    """Resident bytes of the mapping that holds ``frames``, as the kernel counts them (/proc/self/smaps)."""
+    address, inside = frames.data_ptr(), False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+            elif inside and head == "Rss:":
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no mapping holds the frames")
+
+
+def test_released_frames_leave_the_process_and_keep_their_data(output_dir, tmp_path):
+    frames = frames_mod.new_frames(64, 32, 32, on_disk=True)
+    data = torch.rand(64, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    frames[:] = data
+    size = data.numel() * 4
+    assert mapped_rss(frames) == size  # every written page counts in the RSS until released
+    frames_mod.release(frames[16:48])
+    assert size // 2 - 8192 <= size - mapped_rss(frames) <= size // 2 + 8192  # half of it, give or take a shared page
+    frames_mod.release(frames)
+    assert mapped_rss(frames) == 0 and torch.equal(frames, data)  # the data comes back from the file
+    in_ram = data.clone()
+    frames_mod.release(in_ram)
+    assert torch.equal(in_ram, data)
+    path = tmp_path / "private.f32"  # a private file mapping would lose its writes: release leaves it alone
+    path.write_bytes(bytes(64 * 4))
+    private = torch.from_file(str(path), shared=False, size=64)
+    private[:] = 7
+    frames_mod.release(private)
+    assert torch.equal(private, torch.full((64,), 7.0))
+
+
+@pytest.mark.parametrize("releasing", [True, False])
+def test_extension_loop_keeps_no_finished_frames_mapped(model, monkeypatch, output_dir, releasing):
+    """The loop releases what it wrote and read: the store's resident pages do not grow with the frame count."""
+    if not releasing:  # the loop as it was: every finished frame stays in the RSS (shows the check can fail)
+        monkeypatch.setattr(extend_mod, "release", lambda frames: None)
+        monkeypatch.setattr(sampler_mod, "release", lambda frames: None)
+    monkeypatch.setattr(frames_mod, "DISK_THRESHOLD_BYTES", 0)
+    out = extend(model, clip(16), "snow", total_frames=48, steps=1)
+    frame = R * R * 3 * 4
+    assert frames_mod.is_on_disk(out)
+    resident = mapped_rss(out)
+    if releasing:  # at most what one read maps around itself (the kernel's fault-around, 64 KiB by default)
+        assert resident < 8 * frame
+    else:
+        assert resident >= 40 * frame

@@ -2,15 +2,20 @@
 
 A long video is still an IMAGE: :func:`new_frames` returns a plain float32 tensor that, past a size
 threshold, is memory-mapped from an unlinked file in the temp folder. Other packs see an ordinary
-tensor; the frames live in the page cache, which the OS evicts as needed, so the process's own
-memory stays flat however many frames a stage writes.
+tensor; the frames live in the page cache, which the OS evicts as needed. Pages a loop has written or read
+stay mapped into the process (and count in its RSS) until :func:`release` drops them, so a loop that releases
+the frames it is done with keeps its memory flat however many frames it writes.
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import shutil
+import sys
 import tempfile
+import weakref
 
 import numpy as np
 import torch
@@ -20,6 +25,9 @@ from .. import host
 # Largest IMAGE kept in RAM; above it the store is a file. Setting: COMFYUI_WEBTV_DISK_FRAMES_MB (default 512;
 # 0 puts every video on disk), or ``threshold_bytes`` per call.
 DISK_THRESHOLD_BYTES = int(float(os.environ.get("COMFYUI_WEBTV_DISK_FRAMES_MB", "512")) * 2**20)
+
+_STORES = weakref.WeakSet()  # storages new_frames mapped shared from a file: the only ones release touches
+_MADVISE = ctypes.CDLL(None, use_errno=True).madvise if sys.platform.startswith("linux") else None
 
 
 def new_frames(count: int, height: int, width: int, channels: int = 3, on_disk: bool | None = None,
@@ -35,6 +43,7 @@ def new_frames(count: int, height: int, width: int, channels: int = 3, on_disk: 
     try:
         reserve(fd, numel * 4, folder)
         frames = torch.from_file(path, shared=True, size=numel, dtype=torch.float32)
+        _STORES.add(frames.untyped_storage())
     finally:
         os.close(fd)
         os.unlink(path)  # the mapping keeps the data; the file vanishes with the tensor
@@ -52,6 +61,26 @@ def reserve(fd: int, size: int, folder: str) -> None:
             f"the frame store needs {size:,} bytes in {folder} but it cannot reserve them ({e.strerror}; {free:,} bytes free); "
             "free space there, point the temp folder at a larger disk, or ask for fewer or smaller frames."
         ) from None
+
+
+def release(frames: torch.Tensor) -> None:
+    """Drop the pages behind ``frames`` (frames of a disk-backed store a loop is done with) from the process.
+
+    The data stays: the mapping is shared, so ``MADV_DONTNEED`` only unmaps the pages (dirty ones are written
+    back to the file) and a later read maps them in again from the page cache. Pages shared with neighbouring
+    frames go too, which costs those frames a minor fault, nothing more. A no-op for frames in RAM and off Linux.
+    """
+    storage = frames.untyped_storage()
+    if _MADVISE is None or frames.numel() == 0 or storage not in _STORES:
+        return
+    base, size = storage.data_ptr(), storage.nbytes()  # base is page-aligned: mmap returned it
+    first = frames.data_ptr()
+    last = first + sum((n - 1) * step for n, step in zip(frames.shape, frames.stride())) * frames.element_size()
+    start = first - (first - base) % mmap.PAGESIZE
+    end = min(last + frames.element_size(), base + size)
+    if _MADVISE(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"madvise on the frame store failed: {os.strerror(err)}")
 
 
 def is_on_disk(frames: torch.Tensor) -> bool:

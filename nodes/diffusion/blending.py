@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..common.frames import new_frames
+from ..common.frames import new_frames, release
 from .sampler import (
     LatentVideoModel, OnStep, add_noise, decode_latents, denoise, encode_frames, encode_prompt, noise_predictor,
     resize_frames, strength_timesteps,
@@ -156,6 +156,7 @@ def enhance(
     for start in range(0, used, slice_frames):
         part = fit_frames(frames[start : min(start + slice_frames, used)], width, height, fit)
         latents[:, :, start : start + part.shape[0]] = encode_frames(model, part, generator, slice_frames).float().cpu()
+        release(frames[start : start + part.shape[0]])
     if covered > used:  # pad mode: repeat the last frame's latent, cropped away after decoding
         latents[:, :, used:] = latents[:, :, used - 1 : used]
 
@@ -186,6 +187,7 @@ def enhance(
             if crop:
                 image = decode_latents(model, part, slice_frames)
                 target[:] = image[:, box[0] : box[0] + box[2], box[1] : box[1] + box[3]]
+                release(target)
             else:
                 decode_latents(model, part, slice_frames, out=target)
     return out

@@ -6,7 +6,8 @@ same weights and seed, and opens the loop up for what comes after Zeroscope:
 - ``predict(latents, t) -> noise`` is a parameter of :func:`denoise`, so StreamingT2V's conditioned
   UNet and randomized blending's chunk-blended prediction plug into the same loop;
 - ``on_step(i, total)`` is called after every step (progress bar and interruption);
-- the VAE runs in frame slices, writing decoded frames straight into the output IMAGE;
+- the VAE runs in frame slices, writing decoded frames straight into the output IMAGE (and releasing
+  each slice's pages of a disk-backed one, see :func:`~..common.frames.release`);
 - the scheduler is a choice (:data:`SCHEDULERS`), built from the model's own scheduler config.
 
 Noise is drawn on the CPU from a seeded generator, so a seed gives the same video on every device.
@@ -21,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..common.frames import new_frames
+from ..common.frames import new_frames, release
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OnStep = Callable[[int, int], None]
@@ -37,6 +38,13 @@ SCHEDULER_TOOLTIP = (
     "Sampler, set up from the model's scheduler config: DDIM (Zeroscope's own), DPM-Solver++ 2M (the official "
     "ModelScope/StreamingT2V first stage; as good at 20-25 steps), UniPC, Euler."
 )
+
+
+def check_scheduler(choice: str) -> str:
+    """``choice`` if it is a :data:`SCHEDULERS` name, else an error naming the input and the choices."""
+    if choice not in SCHEDULERS:
+        raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {choice!r}.")
+    return choice
 
 
 class LatentVideoModel:
@@ -59,9 +67,7 @@ class LatentVideoModel:
 
         if choice is None:
             return getattr(diffusers, self.scheduler_config.get("_class_name", "DDIMScheduler")).from_config(self.scheduler_config)
-        if choice not in SCHEDULERS:
-            raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {choice!r}.")
-        name, settings = SCHEDULERS[choice]
+        name, settings = SCHEDULERS[check_scheduler(choice)]
         return getattr(diffusers, name).from_config(self.scheduler_config, **settings)
 
 
@@ -165,6 +171,7 @@ def decode_latents(model: LatentVideoModel, latents: torch.Tensor, slice_frames:
             part = latents[0, :, start : start + slice_frames].permute(1, 0, 2, 3) / scale
             image = model.vae.decode(part.to(model.vae.dtype)).sample.float()
             out[start : start + part.shape[0]] = ((image / 2 + 0.5).clamp(0, 1)).permute(0, 2, 3, 1).cpu()
+            release(out[start : start + part.shape[0]])
     return out
 
 

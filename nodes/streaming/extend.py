@@ -3,7 +3,9 @@
 Each step denoises a chunk of ``chunk_frames`` (16) latent frames. CAM sees the video's last
 ``control_frames`` (8) frames, which the chunk's first 8 frames re-synthesise; APM sees the fixed anchor
 frame. Only the chunk's new frames are decoded, straight into the output IMAGE (disk-backed when large),
-and the next step reads its control frames back from there: memory does not grow with the frame count.
+and the next step reads its control frames back from there. Frames the loop is done with are released from
+the process (:func:`~..common.frames.release`), so its memory, page-cache pages included, does not grow
+with the frame count.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from ..common.frames import new_frames
+from ..common.frames import new_frames, release
 from ..common.models import diffusion_memory, element_size, on_device
 from ..diffusion.blending import fit_frames
 from ..diffusion.sampler import OnStep, Predict, decode_latents, denoise, resize_frames
@@ -129,12 +131,15 @@ def extend(
     sequential_guidance: bool = False,
     offload_components: bool = False,
     on_step: OnStep | None = None,
+    scheduler: str | None = None,
 ) -> torch.Tensor:
     """Extend IMAGE ``frames`` to ``total_frames`` frames at the model's resolution.
 
     The first frames of the result are ``frames`` (resized); each step appends ``frames_per_step`` (default
     ``chunk_frames - control_frames`` = 8) new frames. One CPU generator seeded with ``seed`` draws every
-    chunk's noise, so a seed gives the same video on every device.
+    chunk's noise, so a seed gives the same video on every device. ``scheduler`` is a
+    :data:`~..diffusion.sampler.SCHEDULERS` choice (None: the base model's own, DDIM for ModelScope, as the
+    official code); ``eta`` applies to DDIM only.
     """
     cfg = model.config
     size, cond, chunk = cfg.resolution, cfg.control_frames, cfg.chunk_frames
@@ -154,6 +159,7 @@ def extend(
     for start in range(0, initial, 16):
         part = frames[start : min(start + 16, initial)]
         out[start : start + part.shape[0]] = fit_square(part, size, fit)
+        release(out[start : start + part.shape[0]])
     if total_frames <= frames.shape[0]:
         return out
 
@@ -173,11 +179,12 @@ def extend(
     while position < total_frames:
         keep = min(per_step, total_frames - position)
         control = out[position - cond : position].permute(0, 3, 1, 2).to(device, model.dtype) * 2 - 1
-        scheduler = model.new_scheduler()
-        scheduler.set_timesteps(steps, device=device)
-        latents = torch.randn(shape, generator=generator).to(device, model.dtype) * scheduler.init_noise_sigma
-        predict = chunk_predictor(model, branches, control, scheduler, sequential_guidance)
-        latents = denoise(scheduler, latents, scheduler.timesteps, predict, generator, eta, on_step)
+        release(out[:position])  # not only the control frames: a read maps its neighbours' pages too (fault-around)
+        sampler = model.new_scheduler(scheduler)  # fresh per chunk: multistep schedulers keep state
+        sampler.set_timesteps(steps, device=device)
+        latents = torch.randn(shape, generator=generator).to(device, model.dtype) * sampler.init_noise_sigma
+        predict = chunk_predictor(model, branches, control, sampler, sequential_guidance)
+        latents = denoise(sampler, latents, sampler.timesteps, predict, generator, eta, on_step)
         decoding = diffusion_memory(keep, size, size, element_size(model.vae))
         decoder = on_device(model.vae, device=device, memory_required=decoding) if offload_components else nullcontext()
         with decoder:
