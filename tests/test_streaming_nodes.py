@@ -123,3 +123,70 @@ def test_converter_node_and_command(tiny_env):
     src = os.path.join(tiny_env["models"], "streaming_t2v", "streaming_t2v.ckpt")
     out = os.path.join(tiny_env["output"], "cli.safetensors")
     assert cli_main(["convert-streaming-t2v", src, out, "--dtype", "fp16"]) == 0 and os.path.isfile(out)
+
+
+# The official stage-2 sampler (design note §2): DDIM from the ModelScope repo's scheduler config.
+OFFICIAL_DDIM = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000,
+                 "prediction_type": "epsilon", "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
+CHOICES = {"DDIM": "DDIMScheduler", "DPM-Solver++ 2M": "DPMSolverMultistepScheduler",
+           "UniPC": "UniPCMultistepScheduler", "Euler": "EulerDiscreteScheduler"}
+
+
+def _spy_schedulers(model, monkeypatch) -> list:
+    made, new_scheduler = [], model.new_scheduler
+    monkeypatch.setattr(model, "new_scheduler", lambda choice=None: made.append(new_scheduler(choice)) or made[-1])
+    return made
+
+
+def _diffusers_scheduler(model, monkeypatch, folder: str) -> None:
+    """The independent reference: diffusers' own DDIMScheduler read from the model folder's scheduler config."""
+    from diffusers import DDIMScheduler
+
+    monkeypatch.setattr(model, "new_scheduler", lambda choice=None: DDIMScheduler.from_pretrained(folder, subfolder="scheduler"))
+
+
+def test_scheduler_inputs_default_to_ddim():
+    for cls in (nodes.StreamingT2VExtend, nodes.RandomizedBlendingEnhance):
+        kind, options = cls.INPUT_TYPES()["optional"]["scheduler"]
+        assert list(kind) == list(CHOICES) and options["default"] == "DDIM" and options["tooltip"]
+
+
+@pytest.mark.oldest  # schedulers from the model config under the oldest diffusers too
+@pytest.mark.parametrize("choice", list(CHOICES))
+def test_every_scheduler_runs_extend_and_enhance_from_the_model_config(tiny_env, monkeypatch, choice):
+    (model,) = nodes.StreamingT2VLoader().load("streaming_t2v.ckpt", "text-to-video-ms-1.7b", "from checkpoint", "auto")
+    (xl,) = ZeroscopeLoader().load("zeroscope_v2_XL", "auto", False)
+    made, made_xl = _spy_schedulers(model, monkeypatch), _spy_schedulers(xl, monkeypatch)
+    clip = torch.rand(12, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    (long,) = nodes.StreamingT2VExtend().extend(**_extend_args(model, clip, total_frames=20, scheduler=choice))
+    (enhanced,) = nodes.RandomizedBlendingEnhance().enhance(**_enhance_args(xl, long, scheduler=choice))
+    for out in (long, enhanced):
+        assert torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+    for scheduler in made + made_xl:
+        assert type(scheduler).__name__ == CHOICES[choice]
+        assert {k: scheduler.config[k] for k in ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps")} == {
+            k: OFFICIAL_DDIM[k] for k in ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps")}
+    assert len(made) == 1 and len(made_xl) == 1
+
+
+@pytest.mark.oldest  # schedulers from the model config under the oldest diffusers too
+def test_default_scheduler_reproduces_the_official_ddim(tiny_env, monkeypatch):
+    (model,) = nodes.StreamingT2VLoader().load("streaming_t2v.ckpt", "text-to-video-ms-1.7b", "from checkpoint", "auto")
+    (xl,) = ZeroscopeLoader().load("zeroscope_v2_XL", "auto", False)
+    clip = torch.rand(12, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    (long,) = nodes.StreamingT2VExtend().extend(**_extend_args(model, clip))  # an old workflow: no scheduler input
+    (enhanced,) = nodes.RandomizedBlendingEnhance().enhance(**_enhance_args(xl, long))
+    (other,) = nodes.StreamingT2VExtend().extend(**_extend_args(model, clip, scheduler="DPM-Solver++ 2M"))
+    assert not torch.equal(long, other)  # the choice is honoured
+
+    base = os.path.join(tiny_env["models"], "zeroscope", "text-to-video-ms-1.7b")
+    from diffusers import DDIMScheduler
+
+    official = DDIMScheduler.from_pretrained(base, subfolder="scheduler")
+    assert {k: official.config[k] for k in OFFICIAL_DDIM} == OFFICIAL_DDIM
+    with monkeypatch.context() as patch:
+        _diffusers_scheduler(model, patch, base)
+        _diffusers_scheduler(xl, patch, os.path.join(tiny_env["models"], "zeroscope", "zeroscope_v2_XL"))
+        (ref_long,) = nodes.StreamingT2VExtend().extend(**_extend_args(model, clip))
+        (ref_enhanced,) = nodes.RandomizedBlendingEnhance().enhance(**_enhance_args(xl, ref_long))
+    assert torch.equal(long, ref_long) and torch.equal(enhanced, ref_enhanced)

@@ -12,7 +12,7 @@ from ..common.frames import check_image
 from ..common.models import diffusion_memory, element_size, on_device
 from ..diffusion import blending
 from ..diffusion.blending import FITS, LENGTH_MODES, RANGE_MODES, chunk_grid
-from ..diffusion.sampler import strength_step_count
+from ..diffusion.sampler import SCHEDULERS, check_scheduler, strength_step_count
 from ..zeroscope.nodes import MODEL_TYPE as ZEROSCOPE_MODEL
 from .config import BASE_FOLDER, CHECKPOINT_FILE as CHECKPOINT, FROM_CHECKPOINT, SQUARE_FITS
 
@@ -26,10 +26,11 @@ def _check_prompt(prompt: str) -> str:
     return prompt.strip()
 
 
-def _check_sampling(seed, steps, guidance) -> None:
+def _check_sampling(seed, steps, guidance, scheduler) -> None:
     checks.seed("seed", seed)
     checks.integer("steps", steps, low=1, high=1000)
     checks.finite("guidance", guidance, low=1.0, high=100.0)
+    check_scheduler(scheduler)
 
 
 def _progress(total: int):
@@ -132,9 +133,9 @@ class StreamingT2VExtend:
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What the video shows; usually the prompt of the first clip."}),
                 "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What to avoid."}),
                 "total_frames": ("INT", {"default": 240, "min": 1, "max": 100000, "tooltip": "Length of the result including the input clip (80 to 1200 and beyond)."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 200, "tooltip": "DDIM steps per chunk (official: 50)."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 200, "tooltip": "Denoising steps per chunk (official: 50 DDIM steps)."}),
                 "guidance": ("FLOAT", {"default": 7.5, "min": 1.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance for text and anchor together (official: 7.5)."}),
-                "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM stochasticity (official: 1.0)."}),
+                "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM stochasticity (official: 1.0); the other schedulers ignore it."}),
                 "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed; the same seed gives the same video on every device."}),
                 "anchor_index": ("INT", {"default": 0, "min": -4096, "max": 4096, "tooltip": "Which input frame is the appearance anchor (APM); 0 is the first, -1 the last."}),
                 "frames_per_step": ("INT", {"default": 8, "min": 1, "max": 8, "tooltip": "New frames kept per step; 8 as trained, fewer is slower but re-conditions more often."}),
@@ -144,16 +145,17 @@ class StreamingT2VExtend:
             },
             "optional": {
                 "anchor_guidance": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 30.0, "step": 0.1, "tooltip": "A separate anchor weight (paper's 3-branch guidance, one more UNet pass); -1 uses guidance for both."}),
+                "scheduler": (list(SCHEDULERS), {"default": "DDIM", "tooltip": "Sampler, set up from the base model's scheduler config: DDIM is the official one (with eta 1 and 50 steps); DPM-Solver++ 2M, UniPC and Euler are deterministic and need fewer steps (20-25)."}),
             },
         }
 
     def extend(self, model, frames, prompt, negative_prompt, total_frames, steps, guidance, eta, seed, anchor_index,
-               frames_per_step, fit, sequential_guidance, offload_components, anchor_guidance=-1.0):
+               frames_per_step, fit, sequential_guidance, offload_components, anchor_guidance=-1.0, scheduler="DDIM"):
         from .extend import extend, extension_steps
 
         frames = check_image(frames, "frames", min_frames=model.config.control_frames)
         prompt = _check_prompt(prompt)
-        _check_sampling(seed, steps, guidance)
+        _check_sampling(seed, steps, guidance, scheduler)
         total_frames = checks.integer("total_frames", total_frames, low=1)
         eta = checks.finite("eta", eta, low=0.0, high=1.0)
         anchor_index = checks.integer("anchor_index", anchor_index)
@@ -168,7 +170,7 @@ class StreamingT2VExtend:
             video = extend(
                 model, frames, prompt, negative_prompt, total_frames, steps, guidance, eta, seed, anchor_index,
                 per_step, fit, None if anchor_guidance < 0 else anchor_guidance, sequential_guidance,
-                offload_components, on_step=_progress(max(chunks * steps, 1)),
+                offload_components, on_step=_progress(max(chunks * steps, 1)), scheduler=scheduler,
             )
         return (video,)
 
@@ -207,15 +209,16 @@ class RandomizedBlendingEnhance:
             },
             "optional": {
                 "offset_range": (list(RANGE_MODES), {"default": "code", "tooltip": "Random cut range in an overlap of O frames: code = 0..O-1 (official code), paper = 0..O."}),
-                "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM stochasticity."}),
+                "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM stochasticity; the other schedulers ignore it."}),
+                "scheduler": (list(SCHEDULERS), {"default": "DDIM", "tooltip": "Sampler, set up from the enhancer's scheduler config: DDIM (Zeroscope XL's own), DPM-Solver++ 2M, UniPC, Euler. The official enhancer's DPM-Solver++ 2M SDE belongs to MS-Vid2Vid-XL, which the pack does not run."}),
             },
         }
 
     def enhance(self, model, frames, prompt, negative_prompt, seed, strength, steps, guidance, chunk_length, overlap,
-                width, height, fit, length_mode, offset_range="code", eta=0.0):
+                width, height, fit, length_mode, offset_range="code", eta=0.0, scheduler="DDIM"):
         frames = check_image(frames, "frames")
         prompt = _check_prompt(prompt)
-        _check_sampling(seed, steps, guidance)
+        _check_sampling(seed, steps, guidance, scheduler)
         strength = checks.finite("strength", strength, low=0.0, high=1.0)
         eta = checks.finite("eta", eta, low=0.0, high=1.0)
         chunk_length = checks.integer("chunk_length", chunk_length, low=1)
@@ -229,7 +232,7 @@ class RandomizedBlendingEnhance:
         with on_device(*model.modules(), memory_required=memory):
             video = blending.enhance(
                 model, frames, prompt, negative_prompt, chunk_length, overlap, strength, steps, guidance, seed, eta,
-                width, height, fit, length_mode, offset_range, on_chunk=_progress(total),
+                width, height, fit, length_mode, offset_range, on_chunk=_progress(total), scheduler=scheduler,
             )
         return (video,)
 

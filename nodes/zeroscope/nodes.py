@@ -35,8 +35,7 @@ def _check_sampling(seed, steps, guidance, scheduler) -> None:
     checks.seed("seed", seed)
     checks.integer("steps", steps, low=1, high=1000)
     checks.finite("guidance", guidance, low=1.0, high=100.0)
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}.")
+    sampler.check_scheduler(scheduler)
 
 
 def _step_progress(total_steps: int):
