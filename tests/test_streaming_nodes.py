@@ -190,3 +190,14 @@ def test_default_scheduler_reproduces_the_official_ddim(tiny_env, monkeypatch):
         (ref_long,) = nodes.StreamingT2VExtend().extend(**_extend_args(model, clip))
         (ref_enhanced,) = nodes.RandomizedBlendingEnhance().enhance(**_enhance_args(xl, ref_long))
     assert torch.equal(long, ref_long) and torch.equal(enhanced, ref_enhanced)
+
+
+def test_ms_vid2vid_folder_is_refused_with_the_reason(tiny_env, tmp_path):
+    """The official enhancer's files (ali-vilab/MS-Vid2Vid-XL) get an error that says why, not 'download Zeroscope'."""
+    folder = tmp_path / "MS-Vid2Vid-XL"
+    folder.mkdir()
+    for name in ("configuration.json", "non_ema_0035000.pth", "open_clip_pytorch_model.bin", "v2-1_512-ema-pruned.ckpt"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"model_name: .*is MS-Vid2Vid-XL .*cannot run.*zeroscope_v2_XL"):
+        ZeroscopeLoader().load(str(folder), "auto", False)
+    assert "MS-Vid2Vid-XL" in nodes.RandomizedBlendingEnhance.DESCRIPTION

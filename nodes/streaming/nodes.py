@@ -180,7 +180,8 @@ class RandomizedBlendingEnhance:
         "Enhances a long video with a video-to-video model (Zeroscope XL by default) chunk by chunk, with "
         "StreamingT2V's randomized blending: one noise for the whole video, and at every step each overlap is cut "
         "at a random frame and the chunks' predictions are joined there before one scheduler step on the whole "
-        "video. No seams, no extra model evaluations; only one chunk is on the GPU at a time."
+        "video. No seams, no extra model evaluations; only one chunk is on the GPU at a time. The official enhancer, "
+        "MS-Vid2Vid-XL, is not a diffusers model and is not supported (the README says what differs)."
     )
     CATEGORY = "WebTV/StreamingT2V"
     FUNCTION = "enhance"

@@ -77,9 +77,26 @@ def _missing_message(name: str, folder: str | None, missing: list[str]) -> str:
     )
 
 
+# Files of MS-Vid2Vid-XL (ali-vilab/MS-Vid2Vid-XL, ModelScope damo/Video-to-Video), the official StreamingT2V enhancer
+MS_VID2VID_FILES = ("non_ema_0035000.pth", "v2-1_512-ema-pruned.ckpt")
+
+
+def refuse_ms_vid2vid(name: str, folder: str) -> None:
+    """A clear error for an MS-Vid2Vid-XL folder, which looks like a model here but is not one the pack can run."""
+    if any(os.path.isfile(os.path.join(folder, f)) for f in MS_VID2VID_FILES):
+        raise ValueError(
+            f"model_name: '{name}' at {folder} is MS-Vid2Vid-XL (ModelScope's Vid2VidSDUNet), the official StreamingT2V "
+            "enhancer, which the pack cannot run: it is not a diffusers model, and its UNet, OpenCLIP-H text encoder, "
+            "SD 2.1 VAE and DPM++ 2M SDE sampler are not ported. Enhance with zeroscope_v2_XL instead "
+            f"(Hugging Face '{HUB_REPOS['zeroscope_v2_XL']}'); the README's StreamingT2V section says what differs."
+        )
+
+
 def resolve_folder(name: str, download_if_missing: bool = False) -> str:
     """The model folder for ``name``, checked for completeness (and downloaded when allowed)."""
     folder = host.find_model("zeroscope", name)
+    if folder is not None:
+        refuse_ms_vid2vid(name, folder)
     if folder is None and download_if_missing:
         folder = download(name)
     if folder is None:
