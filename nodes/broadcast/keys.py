@@ -179,7 +179,10 @@ def check_output_url(template: str, input_name: str = "outputs") -> None:
         _check_srt(parts, shown, input_name)
         return
     if parts.scheme == "http" and parts.hostname not in LOOPBACK:
-        raise ValueError(f"{input_name}: {shown!r} is plain http, which would send the bearer token unencrypted; use https:// (http:// only to 127.0.0.1).")
+        raise ValueError(
+            f"{input_name}: {shown!r} is not an RTMP address; use rtmp://host[:port]/app/stream, rtmps://..., srt://host:port "
+            "or https://host/path for WHIP (plain http:// only to a WHIP server on 127.0.0.1: it would send the bearer token unencrypted)."
+        )
     if port == 0:
         raise ValueError(f"{input_name}: {shown!r} has port 0; use a port from 1 to 65535 (or none for the default).")
     if parts.username or parts.password:
