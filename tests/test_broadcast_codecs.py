@@ -462,3 +462,39 @@ def test_flv_stream_is_cut_into_whole_tags_and_rejoins_at_a_keyframe(tmp_path):
     with av.open(rejoined) as container:
         name, frames = container.streams.video[0].codec_context.name, list(container.decode(video=0))
     assert name in ("libdav1d", "av1") and len(frames) == len(packets)
+
+
+def test_av1_output_rejoins_at_a_keyframe_after_its_publisher_dies(playlist, tmp_path):
+    """The AV1 output's publisher is killed while the preview (H.264) stays live: the output alone restarts
+    and rejoins the running AV1 encode at a keyframe behind the FLV header, and the new session decodes."""
+    import psutil
+
+    from comfyui_webtv.nodes.broadcast.outputs import PUBLISHER
+
+    port = free_port()
+    first, second = str(tmp_path / "first.flv"), str(tmp_path / "second.flv")
+    receiver = Listener(f"rtmp://127.0.0.1:{port}/live/test", first, "flv")
+    RTMPChannel().start(
+        playlist=playlist, channel="codecs", outputs=f"rtmp://127.0.0.1:{port}/live/test?codec=av1", local_preview=True,
+        mode="clips", width=160, height=96, fps=float(FPS), video_kbps=400, audio_kbps=64, sample_rate="48000",
+        keyframe_seconds=1.0, preset="ultrafast", retry_max_seconds=1.0,
+    )
+    wait_for(lambda s: all(o["state"] == "live" for o in s["outputs"]), "both outputs live")
+    time.sleep(2.0)  # a few keyframes into the stream
+    publishers = [p for p in psutil.Process().children(recursive=True) if PUBLISHER in p.cmdline()]
+    assert len(publishers) == 1
+    publishers[0].kill()
+    receiver.wait()  # the first session ended with its publisher
+    receiver = Listener(f"rtmp://127.0.0.1:{port}/live/test", second, "flv")
+    state = wait_for(lambda s: s["outputs"][0]["reconnects"] >= 1 and s["outputs"][0]["state"] == "live", "the rejoin")
+    time.sleep(2.0)
+    final = json.loads(ChannelStop().stop("codecs")["result"][0])
+    receiver.wait()
+    assert state["sessions"] == 1 and final["sessions"] == 1, "the encoder kept running: only the output restarted"
+    with av.open(second) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        assert stream.codec_context.name in ("libdav1d", "av1") and packets[0].is_keyframe
+    name, frames, _ = received(second)
+    assert frames >= FPS, frames
+    assert channel_ffmpegs() == []
