@@ -498,3 +498,26 @@ def test_av1_output_rejoins_at_a_keyframe_after_its_publisher_dies(playlist, tmp
     name, frames, _ = received(second)
     assert frames >= FPS, frames
     assert channel_ffmpegs() == []
+
+
+def test_playlist_mode_sends_each_output_its_codec(playlist, tmp_path):
+    """The seed-compatible mode (ffmpeg's concat demuxer) gives each encode its own maps and filters too."""
+    receivers, lines = [], []
+    for i, codec in enumerate(["hevc", ""]):
+        port = free_port()
+        receivers.append((codec or "h264", Listener(f"rtmp://127.0.0.1:{port}/live/test", str(tmp_path / f"got{i}.flv"), "flv")))
+        lines.append(f"rtmp://127.0.0.1:{port}/live/test" + (f"?codec={codec}" if codec else ""))
+    RTMPChannel().start(
+        playlist=playlist, channel="codecs", outputs="\n".join(lines), local_preview=False, mode="playlist", width=160,
+        height=96, fps=float(FPS), video_kbps=400, audio_kbps=64, sample_rate="48000", keyframe_seconds=1.0,
+        preset="ultrafast", retry_max_seconds=1.0,
+    )
+    wait_for(lambda s: all(o["state"] == "live" and o["bytes_sent"] > 20_000 for o in s["outputs"]), "both outputs live")
+    time.sleep(2.0)
+    ChannelStop().stop("codecs")
+    for codec, receiver in receivers:
+        receiver.wait()
+        name, frames, rgb = received(receiver.path)
+        assert name == codec and frames >= FPS, (codec, name, frames)
+        assert rgb[0] > 200 and rgb[1] < 60 and rgb[2] < 60, f"{codec}: the first clip is red, got {rgb}"
+    assert channel_ffmpegs() == []
