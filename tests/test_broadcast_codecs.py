@@ -9,6 +9,7 @@ decodes the frames it receives.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -520,4 +521,26 @@ def test_playlist_mode_sends_each_output_its_codec(playlist, tmp_path):
         name, frames, rgb = received(receiver.path)
         assert name == codec and frames >= FPS, (codec, name, frames)
         assert rgb[0] > 200 and rgb[1] < 60 and rgb[2] < 60, f"{codec}: the first clip is red, got {rgb}"
+    assert channel_ffmpegs() == []
+
+
+def test_av1_local_preview_is_av1_hls(playlist):
+    """With av1 as the channel's codec the preview's HLS (fMP4) carries AV1, copied from the FLV pipe."""
+    from comfyui_webtv.nodes.broadcast.outputs import hls_progress
+
+    RTMPChannel().start(
+        playlist=playlist, channel="codecs", outputs="", local_preview=True, mode="clips", width=160, height=96,
+        fps=float(FPS), video_kbps=400, audio_kbps=64, sample_rate="48000", keyframe_seconds=1.0, preset="ultrafast",
+        retry_max_seconds=1.0, codec="av1",
+    )
+    folder = channels.get("codecs").hls_dir
+    wait_for(lambda s: s["outputs"][0]["state"] == "live" and len(hls_progress(folder)[1]) >= 2, "two preview segments")
+    segments = hls_progress(folder)[1]
+    with open(os.path.join(folder, "live.m3u8")) as f:
+        init = [line.split('URI="')[1].split('"')[0] for line in f if line.startswith("#EXT-X-MAP")][-1]
+    data = b"".join(open(os.path.join(folder, name), "rb").read() for name in [init] + segments[:2])
+    ChannelStop().stop("codecs")
+    with av.open(io.BytesIO(data)) as container:
+        name, frames = container.streams.video[0].codec_context.name, list(container.decode(video=0))
+    assert name in ("libdav1d", "av1") and len(frames) >= FPS, (name, len(frames))
     assert channel_ffmpegs() == []
