@@ -63,3 +63,13 @@ def overlaps(workflow: dict, after_run: bool = False) -> list[str]:
             if _overlap(box_a, group_box(group)) and not _inside(box_a, group_body(group)):
                 found.append(f"{_name(a)} reaches into group {group['title']!r}")
     return found
+
+
+def measured(workflow: dict, rects: dict) -> dict:
+    """``workflow`` with each node where a renderer drew it: ``rects`` maps node ids to ``[x0, y0, x1, y1]``
+    boxes in graph coordinates, title bar included (the Vue renderer's DOM boxes)."""
+    nodes = []
+    for node in workflow["nodes"]:
+        x0, y0, x1, y1 = rects[str(node["id"])]
+        nodes.append({**node, "pos": [x0, y0 + TITLE], "size": [x1 - x0, y1 - y0 - TITLE]})
+    return {**workflow, "nodes": nodes}

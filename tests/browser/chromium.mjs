@@ -2,11 +2,13 @@
 // from which nothing leaves 127.0.0.1.
 import { chromium } from "playwright-core";
 
-/** Launch Chromium on `profile` and return {context, page}; `onBlocked(url)` hears every aborted request. */
-export async function openPage(profile, onBlocked = () => {}) {
+/** Launch Chromium on `profile` and return {context, page}; `onBlocked(url)` hears every aborted request;
+ * `viewport` ({width, height}) replaces Playwright's 1280 x 720. */
+export async function openPage(profile, onBlocked = () => {}, viewport = undefined) {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
+    ...(viewport ? { viewport } : {}),
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
       "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required",

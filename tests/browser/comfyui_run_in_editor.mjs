@@ -1,10 +1,14 @@
 // Runs a UI workflow from a real ComfyUI editor in Debian's headless Chromium (load, cap sizes, Run) and
-// reports what the pack's extension shows: the players on the page and the channel status panels.
-// Usage: node comfyui_run_in_editor.mjs <comfyui url> <fresh profile dir> <workflow.json> <caps json>
+// reports what the pack's extension shows: the players on the page and the channel status panels, in the
+// LiteGraph canvas or the Vue node renderer (setting Comfy.VueNodes.Enabled, set on the server before the
+// page opens: the server keeps it for every later page).
+// Usage: node comfyui_run_in_editor.mjs <comfyui url> <fresh profile dir> <on|off> <workflow.json> <caps json>
 import { readFileSync } from "node:fs";
 import { collectErrors, openPage } from "./chromium.mjs";
 
-const [url, profile, file, caps] = process.argv.slice(2);
+const [url, profile, vue, file, caps] = process.argv.slice(2);
+const setting = await fetch(new URL("api/settings/Comfy.VueNodes.Enabled", url), { method: "POST", body: JSON.stringify(vue === "on") });
+if (!setting.ok) throw new Error(`setting Comfy.VueNodes.Enabled: HTTP ${setting.status}`);
 const { context, page } = await openPage(profile);
 const errors = [];
 try {
@@ -16,6 +20,10 @@ try {
     window.webtvRunErrors = [];
     api.addEventListener("execution_error", (e) => window.webtvRunErrors.push(e.detail?.exception_message ?? "error"));
     await window.app.loadGraphData(data);
+    // Whether this renderer puts extension DOM widgets in the page: the channel node's status panel is one.
+    const panels = window.app.graph._nodes.filter((n) => n.webtvStatus).map((n) => n.webtvStatus.badge);
+    for (let i = 0; i < 40 && !panels.some((p) => p.isConnected); i++) await new Promise((done) => setTimeout(done, 250));
+    window.webtvPanelsInPage = panels.some((p) => p.isConnected);
     for (const node of window.app.graph._nodes) {
       for (const widget of node.widgets ?? []) {
         if (widget.name in limits && typeof widget.value === "number") widget.value = Math.min(widget.value, limits[widget.name]);
@@ -36,6 +44,9 @@ try {
     link: document.querySelector("[data-webtv=video-link]")?.textContent ?? null,
     states: [...document.querySelectorAll("[data-webtv=state]")].map((e) => e.textContent),
     runErrors: window.webtvRunErrors,
+    panelsInPage: window.webtvPanelsInPage,
+    vueSetting: window.app.extensionManager?.setting?.get?.("Comfy.VueNodes.Enabled") ?? null,
+    frontend: window.__COMFYUI_FRONTEND_VERSION__ ?? null,
   }));
   facts.errors = errors;
   console.log(JSON.stringify(facts));
