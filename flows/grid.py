@@ -52,11 +52,11 @@ class GridFlow(FlowSpec):
             for combination in self.combinations:
                 for assignment in rendering.assignments(combination):
                     wf.set_input(json.loads(json.dumps(api)), assignment, info)
-        self.jobs = [{"index": i, "combination": c, "worker": self.worker_urls[i % len(self.worker_urls)] if self.worker_urls else ""}
+        self.jobs = [{"index": i, "combination": c, "worker": rendering.worker_for(i, self.worker_urls)}
                      for i, c in enumerate(self.combinations)]
         self.next(self.render, foreach="jobs")
 
-    @card(type="blank", id="combination")
+    @card(type="webtv", id="combination")
     @resources(gpu=settings.task.gpus, memory=settings.task.memory_mb)
     @retry(times=settings.task.retries, minutes_between_retries=settings.task.minutes_between_retries)
     @timeout(minutes=settings.task.timeout_minutes)
@@ -79,16 +79,19 @@ class GridFlow(FlowSpec):
                     done = rendering.run_here(workflow, sets, os.path.abspath(self.models), os.path.join(tmp, "output"))
             except Exception as e:  # noqa: BLE001 - re-raised with the combination named; Metaflow retries it
                 raise rendering.TaskFailed(f"combination {json.dumps(self.combination)} failed on {where}: {e}") from e
-            self.outputs, thumbs = {}, []
+            self.outputs, self.thumbnails = {}, {}
             for path in done.files:
                 name = os.path.relpath(path, tmp)
                 with open(path, "rb") as f:
                     self.outputs[name] = f.read()
-                thumbs.append(rendering.thumbnail(path))
+                thumb = rendering.thumbnail(path)
+                if thumb is not None:
+                    self.thumbnails[name] = rendering.png(thumb)  # PNG bytes: the cards need not decode the output again
         self.where, self.seconds = done.where, done.seconds
         current.card["combination"].append(Markdown("\n".join(f"- **{k}** = {v}" for k, v in self.combination.items())))
-        for name, thumb in zip(self.outputs, thumbs):
-            current.card["combination"].append(Image.from_pil_image(thumb, label=name) if thumb else Markdown(f"`{name}`"))
+        for name in self.outputs:
+            thumb = self.thumbnails.get(name)
+            current.card["combination"].append(Image(thumb, label=name) if thumb else Markdown(f"`{name}`"))
         self.next(self.join)
 
     @step
@@ -97,9 +100,10 @@ class GridFlow(FlowSpec):
         ordered = sorted(inputs, key=lambda task: task.position)
         self.merge_artifacts(inputs, include=["axes", "workflow_json", "worker_urls"])
         self.results = [{"combination": task.combination, "outputs": task.outputs, "where": task.where} for task in ordered]
+        self.thumbnails = [next(iter(task.thumbnails.values()), None) for task in ordered]
         self.next(self.end)
 
-    @card(type="blank", id="grid")
+    @card(type="webtv", id="grid")
     @step
     def end(self):
         """A grid of thumbnails: the first axis down, the other combinations across."""
@@ -107,16 +111,8 @@ class GridFlow(FlowSpec):
 
         first, rest = self.axes[0], self.axes[1:]
         columns = [dict(zip([t for t, _ in rest], values)) for values in itertools.product(*(v for _, v in rest))]
-        cells = {}
-        with tempfile.TemporaryDirectory(prefix="webtv-grid-card-") as tmp:
-            for i, result in enumerate(self.results):
-                thumb = None
-                for name, data in result["outputs"].items():
-                    path = os.path.join(tmp, f"{i}_{os.path.basename(name)}")
-                    with open(path, "wb") as f:
-                        f.write(data)
-                    thumb = thumb or rendering.thumbnail(path)
-                cells[json.dumps(result["combination"], sort_keys=True)] = Image.from_pil_image(thumb) if thumb else Markdown("-")
+        cells = {json.dumps(result["combination"], sort_keys=True): Image(thumb) if thumb else Markdown("-")
+                 for result, thumb in zip(self.results, self.thumbnails)}
         rows = []
         for value in first[1]:
             key = lambda column: json.dumps({first[0]: value, **column}, sort_keys=True)  # noqa: E731

@@ -1,12 +1,13 @@
 """What a flow task does with a workflow: run it here (the pack's graph runner) or on a ComfyUI worker
 (the ``queue`` client), and read back what it made (files, a contact sheet, the audio's length, timings).
 
-The pack (and torch) is imported inside the functions: Metaflow starts a process per task and another
-per card, and only the tasks that render need it.
+The pack is imported inside the functions: Metaflow starts a process per task and another per card,
+and only the tasks that render here need torch (a task on a worker imports only the ``queue`` client).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -43,6 +44,11 @@ def one_thread() -> None:
 def worker_urls(text: str) -> list[str]:
     """ComfyUI worker URLs from a comma- or space-separated list."""
     return [u for u in re.split(r"[,\s]+", text.strip()) if u]
+
+
+def worker_for(index: int, urls: list[str]) -> str:
+    """The worker of task ``index``: the URLs in turn, or "" (the embedded runner) when there are none."""
+    return urls[index % len(urls)] if urls else ""
 
 
 def workflow_path(name: str) -> str:
@@ -217,6 +223,13 @@ def contact_sheet(path: str, count: int = 8, columns: int = 4, width: int = 160)
     for i, frame in enumerate(picks):
         sheet.paste(frame.resize((width, height)), ((i % columns) * width, (i // columns) * height))
     return sheet
+
+
+def png(image) -> bytes:
+    """A PIL image as PNG bytes (an artifact the cards show without decoding the clip again)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def thumbnail(path: str, width: int = 96):

@@ -11,7 +11,9 @@ text-to-video, XL, FILM, MusicGen, mp4) through the pack's graph runner, or on o
 workers (tasks spread over them; the bearer token comes from ``WEBTV_WORKER_TOKEN``, never a
 parameter, since parameters are stored). The mp4 and its generation info are artifacts of the task.
 ``join`` puts the clips in shot order with an ffconcat playlist; ``end`` can put the episode on a local
-channel and draws the season's card. Everything a workflow needs is in the ``settings`` Config.
+channel, or append it to a channel on air on a ComfyUI server running the pack (``--channel NAME
+--channel-server URL``, through the pack's ``POST /webtv/channels/NAME/clips``), and draws the season's
+card. Everything a workflow needs is in the ``settings`` Config.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class SeasonFlow(FlowSpec):
     tiny_dir = Parameter("tiny-dir", default=".tiny-models",
                          help="Where tiny random models are made (once) when the models folder lacks one the workflow needs.")
     output = Parameter("output", default="output", help="Output folder; the episode goes to WebTV/season/<run id> in it.")
-    channel = Parameter("channel", default="", help="Put the episode on this local channel (HLS preview; RTMP outputs "
-                        "from the settings). Empty: no channel.")
+    channel = Parameter("channel", default="", help="Put the episode on this channel: a local one (HLS preview; RTMP "
+                        "outputs from the settings), or one running on --channel-server. Empty: no channel.")
+    channel_server = Parameter("channel-server", default="", help="A ComfyUI server running the pack where --channel is on "
+                               "air: the episode's clips are appended to it (token from WEBTV_WORKER_TOKEN).")
     on_air = Parameter("on-air", type=float, default=30.0, help="Seconds the channel stays on air before the run ends.")
 
     @step
@@ -73,12 +77,12 @@ class SeasonFlow(FlowSpec):
         self.writer_report = json.loads(report)
         urls = self.worker_urls
         self.shot_list = [
-            {"shot": i + 1, "prompt": p, "seed": self.seed + i, "worker": urls[i % len(urls)] if urls else ""}
+            {"shot": i + 1, "prompt": p, "seed": self.seed + i, "worker": rendering.worker_for(i, urls)}
             for i, p in enumerate(prompts)
         ]
         self.next(self.render, foreach="shot_list")
 
-    @card(type="blank", id="shot")
+    @card(type="webtv", id="shot")
     @resources(gpu=settings.task.gpus, memory=settings.task.memory_mb)
     @retry(times=settings.task.retries, minutes_between_retries=settings.task.minutes_between_retries)
     @timeout(minutes=settings.task.timeout_minutes)
@@ -87,7 +91,6 @@ class SeasonFlow(FlowSpec):
         """Render one shot: the per-shot workflow, here or on this shot's worker."""
         shot = self.input
         started = time.monotonic()
-        rendering.one_thread()
         sets = dict(self.settings.sets)
         per_shot = {"prompt": shot["prompt"], "seed": shot["seed"], "filename_prefix": f"WebTV/season/shot_{shot['shot']:03}"}
         for key, targets in self.settings.shot_inputs.items():
@@ -100,6 +103,7 @@ class SeasonFlow(FlowSpec):
                     done = rendering.run_on_worker(workflow, rendering.assignments(sets), shot["worker"], tmp,
                                                    self.settings.worker_timeout_s)
                 else:
+                    rendering.one_thread()
                     models_dir, tiny = rendering.ensure_models(self.models, list(self.settings.models), self.tiny_dir)
                     if tiny:
                         sets.update(self.settings.tiny_sets)
@@ -110,22 +114,22 @@ class SeasonFlow(FlowSpec):
                 with open(clip, "rb") as f:
                     self.clip = f.read()
                 info = rendering.describe(clip)
-                sheet = rendering.contact_sheet(clip)
+                self.contact_sheet = rendering.png(rendering.contact_sheet(clip))
         except Exception as e:  # noqa: BLE001 - re-raised with the shot named; Metaflow retries it
             raise rendering.TaskFailed(f"shot {shot['shot']} of {len(self.shot_list)} ({shot['prompt'][:80]!r}) failed on {where}: {e}") from e
         self.generation_info = info.pop("generation_info")
         self.info = {**shot, **info, "where": done.where, "node_seconds": done.seconds,
                      "task_seconds": round(time.monotonic() - started, 3), "attempt": current.retry_count}
-        self._shot_card(sheet)
+        self._shot_card()
         self.next(self.join)
 
-    def _shot_card(self, sheet) -> None:
+    def _shot_card(self) -> None:
         from metaflow.cards import Image, Markdown, Table
 
         info = self.info
         current.card["shot"].append(Markdown(f"# Shot {info['shot']}\n\n**Prompt:** {info['prompt']}\n\n"
                                              f"Rendered on {info['where']} (attempt {info['attempt'] + 1}), seed {info['seed']}."))
-        current.card["shot"].append(Image.from_pil_image(sheet, label="contact sheet"))
+        current.card["shot"].append(Image(self.contact_sheet, label="contact sheet"))
         current.card["shot"].append(Markdown(
             f"{info['width']}x{info['height']}, {info['frames']} frames at {info['fps']:g} fps = {info['video_seconds']:g} s of video; "
             f"audio: {info['audio_seconds'] if info['audio_seconds'] is not None else 'none'} s"))
@@ -144,6 +148,7 @@ class SeasonFlow(FlowSpec):
         self.clips = [task.clip for task in ordered]
         self.shots_info = [task.info for task in ordered]
         self.generation_infos = [task.generation_info for task in ordered]
+        self.contact_sheets = [task.contact_sheet for task in ordered]
         host.configure(output_dir=self.output)
         folder = f"WebTV/season/{current.run_id}"
         os.makedirs(host.output_path(folder), exist_ok=True)
@@ -159,11 +164,17 @@ class SeasonFlow(FlowSpec):
         self.clip_paths = [host.output_path(n) for n in names]
         self.next(self.end)
 
-    @card(type="blank", id="season")
+    @card(type="webtv", id="season")
     @step
     def end(self):
-        """Optionally put the episode on a channel; the season's card."""
-        if self.channel:
+        """Optionally put the episode on a channel, here or on a server; the season's card."""
+        if self.channel and self.channel_server:
+            from comfyui_webtv.cli.queue import ComfyClient
+
+            pushed = ComfyClient(self.channel_server, timeout=self.settings.worker_timeout_s).push_clips(self.channel, self.clips)
+            print(f"appended {len(pushed['received'])} clips to {self.channel!r} on {self.channel_server}")
+            self.channel_status = pushed["status"]
+        elif self.channel:
             self.channel_status = self._on_air()
         self._season_card()
 
@@ -193,16 +204,9 @@ class SeasonFlow(FlowSpec):
         total = sum(i["video_seconds"] for i in self.shots_info)
         season.append(Markdown(f"# {self.theme}\n\n{len(self.clips)} shots, {total:.1f} s, run {current.run_id}; "
                                f"shots written by {self.writer_report.get('source', '?')}.\n\nPlaylist: `{self.playlist_path}`"))
-        rows = []
-        with tempfile.TemporaryDirectory(prefix="webtv-card-") as tmp:
-            for info, data in zip(self.shots_info, self.clips):
-                path = os.path.join(tmp, f"{info['shot']}.mp4")
-                with open(path, "wb") as f:
-                    f.write(data)
-                thumb = Image.from_pil_image(rendering.contact_sheet(path, count=4, columns=4, width=96))
-                rows.append([info["shot"], info["prompt"], thumb, f"{info['video_seconds']:g}",
-                             f"{info['audio_seconds']:g}" if info["audio_seconds"] is not None else "-",
-                             info["where"], f"{info['task_seconds']:.1f}"])
+        rows = [[info["shot"], info["prompt"], Image(sheet), f"{info['video_seconds']:g}",
+                 f"{info['audio_seconds']:g}" if info["audio_seconds"] is not None else "-", info["where"], f"{info['task_seconds']:.1f}"]
+                for info, sheet in zip(self.shots_info, self.contact_sheets)]
         season.append(Table(rows, headers=["shot", "prompt", "frames", "video s", "audio s", "rendered on", "task s"]))
         season.append(Markdown("```\n" + self.playlist + "\n```"))
 

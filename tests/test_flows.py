@@ -8,7 +8,6 @@ Metaflow's client API and checked against the mp4 files themselves (PyAV), not t
 from __future__ import annotations
 
 import base64
-import glob
 import json
 import os
 import queue as queue_module
@@ -23,7 +22,10 @@ import pytest
 from comfyui_webtv.cli.queue import TOKEN_ENV
 from comfyui_webtv.nodes import host
 from comfyui_webtv.workflow import runner
+from comfyui_webtv.nodes.broadcast import channel as channels
 from media_probe import probe
+from rtmp_server import make_clip
+from test_clip_upload import PackServer, received, start_channel
 from test_queue import FakeComfyUI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,13 +73,19 @@ def settings(tmp_path) -> str:
     return str(path)
 
 
-def run_flow(metaflow, flow: str, settings: str, cwd, *args: str, env: dict | None = None):
+def flow_cwd(metaflow) -> str:
+    """Where flows (and ``card get``) run: the datastore's folder. Metaflow 2.19 stores local cards under
+    the ``.metaflow`` found from the current folder, not under METAFLOW_DATASTORE_SYSROOT_LOCAL."""
+    return metaflow.metaflow_config.DATASTORE_SYSROOT_LOCAL
+
+
+def run_flow(metaflow, flow: str, settings: str, tmp, *args: str, env: dict | None = None):
     """``python FLOW --config settings SETTINGS run ARGS``; returns (process, client Run or None)."""
-    id_file = os.path.join(str(cwd), "run_id")
+    id_file = os.path.join(str(tmp), "run_id")
     if os.path.exists(id_file):
         os.remove(id_file)
     cmd = [sys.executable, flow, "--config", "settings", settings, "run", "--run-id-file", id_file, *args]
-    proc = subprocess.run(cmd, cwd=str(cwd), env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(cmd, cwd=flow_cwd(metaflow), env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=1500)
     run = None
     if os.path.exists(id_file):
         with open(id_file) as f:
@@ -85,14 +93,17 @@ def run_flow(metaflow, flow: str, settings: str, cwd, *args: str, env: dict | No
     return proc, run
 
 
-def card_data(task, card_id: str, cwd) -> str:
-    """A task's card components as JSON text, from the card's HTML in the local card store
-    (``.metaflow/mf.cards`` in the folder the flow ran from, where the data sits base64-encoded)."""
-    flow, run, step, task_id = task.pathspec.split("/")
-    pattern = os.path.join(str(cwd), ".metaflow", "mf.cards", flow, "runs", run, "steps", step, "tasks", task_id, "cards", f"*-{card_id}-*.html")
-    (path,) = glob.glob(pattern)
-    with open(path, encoding="utf-8") as f:
-        (encoded,) = re.findall(r'__MF_DATA__\["[^"]+"\] = "([^"]+)"', f.read())
+def card_html(task, card_id: str) -> str:
+    """A task's card, read through Metaflow's client API (one card of that id)."""
+    from metaflow.cards import get_cards
+
+    (card,) = get_cards(task, id=card_id)
+    return card.get()
+
+
+def card_data(task, card_id: str) -> str:
+    """A task's card components as JSON text (the card's HTML holds them base64-encoded)."""
+    (encoded,) = re.findall(r'__MF_DATA__\["[^"]+"\] = "([^"]+)"', card_html(task, card_id))
     return json.dumps(json.loads(base64.b64decode(encoded)))
 
 
@@ -135,9 +146,15 @@ def test_season_embedded_two_workers(metaflow, settings, tiny_models_dir, tmp_pa
     assert all(t.data.info["where"] == "embedded" for t in run["render"])
     assert run.data.clip_paths[0].startswith(str(tmp_path / "output" / "WebTV" / "season" / run.id))
     task = next(iter(run["render"]))
-    shot_card = card_data(task, "shot", tmp_path)
+    shot_card = card_data(task, "shot")
     assert json.dumps(task.data.info["prompt"])[1:-1] in shot_card and shot_card.count('"src": "data:image/png;base64,') == 1
-    assert card_data(run["end"].task, "season", tmp_path).count('"src": "data:image/png;base64,') == 4
+    assert card_data(run["end"].task, "season").count('"src": "data:image/png;base64,') == 4
+    # the README's command finds the same card from the datastore's folder
+    saved = tmp_path / "card.html"
+    got = subprocess.run([sys.executable, SEASON, "card", "get", task.pathspec.split("/", 1)[1], "--id", "shot", str(saved)], cwd=flow_cwd(metaflow),
+                         capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stdout[-2000:] + got.stderr[-2000:]
+    assert saved.read_text(encoding="utf-8") == card_html(task, "shot")
 
 
 class StandIn(FakeComfyUI):
@@ -207,13 +224,23 @@ class StandIn(FakeComfyUI):
                              "status": {"status_str": status, "completed": status == "success", "messages": messages}}
 
 
-def test_season_on_two_comfyui_workers_retries_a_failed_shot(metaflow, settings, tiny_env, tmp_path):
-    with StandIn() as a, StandIn(fail={"WebTV/season/shot_002": 1}) as b:
-        proc, run = run_flow(metaflow, SEASON, settings, tmp_path, "--theme", "a fox crossing a frozen lake", "--shots", "4",
-                             "--max-workers", "2", "--workers", f"{a.url}, {b.url}", "--output", str(tmp_path / "output"),
-                             env={TOKEN_ENV: TOKEN})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    check_season(run, 4, tmp_path)
+def test_season_on_two_comfyui_workers_retries_a_failed_shot_and_goes_on_air_there(metaflow, settings, tiny_env, tmp_path, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)  # the server's token for its clip route
+    start_channel("season", make_clip(os.path.join(tiny_env["output"], "slate.mp4"), "red", 0.5, size=(160, 96)))
+    try:
+        with StandIn() as a, StandIn(fail={"WebTV/season/shot_002": 1}) as b, PackServer() as server:
+            proc, run = run_flow(metaflow, SEASON, settings, tmp_path, "--theme", "a fox crossing a frozen lake", "--shots", "4",
+                                 "--max-workers", "2", "--workers", f"{a.url}, {b.url}", "--output", str(tmp_path / "output"),
+                                 "--channel", "season", "--channel-server", server.url, env={TOKEN_ENV: TOKEN})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        check_season(run, 4, tmp_path)
+        # the episode went to the server's channel through its route: the same bytes, in shot order, in its rotation
+        assert run.data.channel_status["clips"] == 5 == channels.get("season").status()["clips"]
+        folder = os.path.join(tiny_env["output"], "WebTV", "received", "season")
+        names = received(tiny_env["output"], "season")
+        assert [open(os.path.join(folder, n), "rb").read() for n in names] == run.data.clips
+    finally:
+        channels.stop("season")
     # spread over the workers in turn; shot 2 failed once on its worker and its retry completed
     assert sorted(a.received) == ["WebTV/season/shot_001", "WebTV/season/shot_003"]
     assert sorted(b.received) == ["WebTV/season/shot_002", "WebTV/season/shot_002", "WebTV/season/shot_004"]
@@ -224,6 +251,31 @@ def test_season_on_two_comfyui_workers_retries_a_failed_shot(metaflow, settings,
     assert a.authorized and b.authorized and all(a.authorized + b.authorized)
     for artifact in run["start"].task.artifacts:
         assert TOKEN not in repr(artifact.data)
+
+
+WORKER_TASK = """
+import json, sys
+import rendering, season  # what a render task process imports
+done = rendering.run_on_worker(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], 300)
+clip = next(f for f in done.files if f.endswith(".mp4"))
+info, sheet = rendering.describe(clip), rendering.png(rendering.contact_sheet(clip))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "diffusers", "numpy"))
+print(json.dumps({"frames": info["frames"], "png": sheet[:8].hex(), "heavy": heavy, "queue": "comfyui_webtv.cli.queue" in sys.modules}))
+"""
+
+
+def test_a_worker_task_imports_no_torch(tiny_env, tmp_path):
+    """A task that renders on a worker runs the queue client, reads the clip back and draws its card
+    picture without importing torch (checked in a fresh process, where nothing else loaded it)."""
+    sets = ["3.width=64", "3.height=64", "3.frames=4", "3.steps=2", "4.width=64", "4.height=64", "4.steps=2"]
+    with StandIn() as worker:
+        proc = subprocess.run([sys.executable, "-c", WORKER_TASK, os.path.join(ROOT, "workflows", "zeroscope_t2v_xl_api.json"),
+                               json.dumps(sets), worker.url, str(tmp_path / "out")], cwd=os.path.join(ROOT, "flows"),
+                              env={**os.environ, TOKEN_ENV: TOKEN}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["queue"] and result["frames"] > 0 and result["png"] == b"\x89PNG\r\n\x1a\n".hex()
+    assert "torch" not in result["heavy"] and not any(m.startswith(("torch", "transformers", "diffusers")) for m in result["heavy"])
 
 
 def test_a_shot_that_keeps_failing_fails_the_run_naming_it(metaflow, settings, tiny_env, tmp_path):
@@ -245,19 +297,45 @@ def test_season_without_the_token_is_refused(metaflow, settings, tiny_env, tmp_p
     assert worker.authorized and not any(worker.authorized) and worker.received == []
 
 
+SLATE_CHANNEL = {  # a clips-mode channel on the server's HLS preview, from one clip already in its output folder
+    "1": {"class_type": "WebTVFFConcatPlaylist", "inputs": {"clips": "slate.mp4", "filename": "WebTV/slate.ffconcat",
+                                                         "mode": "replace", "paths": "relative"}},
+    "2": {"class_type": "WebTVRTMPChannel", "inputs": {
+        "playlist": ["1", 0], "channel": "season", "outputs": "", "local_preview": True, "mode": "clips", "width": 160,
+        "height": 96, "fps": 24.0, "video_kbps": 300, "audio_kbps": 64, "sample_rate": "48000", "keyframe_seconds": 2.0,
+        "preset": "veryfast"}},
+}
+
+
 @pytest.mark.comfyui
 @pytest.mark.skipif(not os.path.isfile(os.path.join(COMFYUI_DIR, "main.py")), reason="COMFYUI_DIR does not point at a ComfyUI checkout")
-def test_season_on_a_real_comfyui(metaflow, settings, tmp_path):
+def test_season_on_a_real_comfyui(metaflow, settings, tmp_path, monkeypatch):
+    """Two shots rendered by a real ComfyUI with the pack, then appended to a channel on air there
+    through the pack's clip route (the server started with the token in its environment)."""
+    from comfyui_webtv.cli.queue import ComfyClient, queue_workflow
     from test_comfyui_real import ComfyUI
 
-    server = ComfyUI(str(tmp_path / "comfyui_base"))
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)  # inherited by ComfyUI and by the flow
+    base = tmp_path / "comfyui_base"
+    (base / "output").mkdir(parents=True)
+    make_clip(str(base / "output" / "slate.mp4"), "red", 0.5, size=(160, 96))
+    server = ComfyUI(str(base))
     try:
+        slate = tmp_path / "slate_api.json"
+        slate.write_text(json.dumps(SLATE_CHANNEL))
+        code, summary = queue_workflow(str(slate), server.url, output_dir=None, timeout=300, quiet=True)
+        assert code == 0, summary
         proc, run = run_flow(metaflow, SEASON, settings, tmp_path, "--shots", "2", "--workers", server.url,
-                             "--output", str(tmp_path / "output"))
+                             "--output", str(tmp_path / "output"), "--channel", "season", "--channel-server", server.url)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + server.log_text()[-3000:]
+        check_season(run, 2, tmp_path)
+        assert all(t.data.info["where"] == server.url for t in run["render"])
+        status = ComfyClient(server.url).get_json("/webtv/channels/season/status")
+        assert status["clips"] == 3 == run.data.channel_status["clips"]
+        assert [open(os.path.join(base, "output", "WebTV", "received", "season", n), "rb").read()
+                for n in received(str(base / "output"), "season")] == run.data.clips
     finally:
         server.stop()
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    check_season(run, 2, tmp_path)
 
 
 def test_grid_over_seed_and_prompt(metaflow, settings, tiny_env, tmp_path):
@@ -283,4 +361,4 @@ def test_grid_over_seed_and_prompt(metaflow, settings, tiny_env, tmp_path):
     assert seen == {(5, "a red fox, snow"), (5, "a grey owl"), (6, "a red fox, snow"), (6, "a grey owl")}
     tagged = {json.dumps(t.data.combination, sort_keys=True) for t in run["render"]}
     assert tagged == {json.dumps(r["combination"], sort_keys=True) for r in run.data.results}
-    assert card_data(run["end"].task, "grid", tmp_path).count('"src": "data:image/png;base64,') == 4
+    assert card_data(run["end"].task, "grid").count('"src": "data:image/png;base64,') == 4
