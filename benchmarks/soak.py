@@ -14,8 +14,18 @@ had not yet aired, was still in the rotation, or still named by the playlist).
 
     python benchmarks/soak.py [--minutes 20]
 
+``--station`` soaks the product instead: ``python -m comfyui_webtv run --forever`` on tiny models (a
+child process; its local preview and one RTMP output to nginx), writing and rendering episode after
+episode while retention bounds the disk. The same figures come from outside: the preview's /status
+(clips aired), the run folder (clips made and deleted, disk use), the channel state file and the
+playlist (every deletion checked against them), /proc of the run and its children (RSS, descriptors,
+threads), and the same puller on the RTMP stream.
+
+    python benchmarks/soak.py --station [--minutes 20] [--warmup 300]
+
 Last line: {"hours", "clips_aired", "max_gap_frames", "rss_growth_mb_per_hour", "fd_growth",
-"thread_growth", "deleted_while_queued", ...}
+"thread_growth", "deleted_while_queued", ...}; RSS growth is the least-squares slope of the samples
+taken after the warm-up ("growth_fit_from_s").
 """
 
 from __future__ import annotations
@@ -140,6 +150,221 @@ def make_clip(folder: str, n: int, seconds: float, size: tuple[int, int]) -> str
     return path
 
 
+TRANSIENT = ("decoder", "gone")  # children that live one clip (or have just ended)
+
+
+def proc_figures(pid: int) -> dict:
+    """Descriptors and threads of a process (zeros once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            threads = next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+        return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": threads}
+    except (OSError, StopIteration):
+        return {"fds": 0, "threads": 0}
+
+
+def child_kind(pid: int) -> str:
+    """What a child of the station is, from its command line: the encoder, an output, a clip decoder."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return "gone"
+    if "comfyui_webtv.nodes.broadcast.publish" in argv or any(a.endswith("publish.py") for a in argv):
+        return "publisher"
+    if "-progress" in argv:
+        return "encoder"
+    if "hls" in argv:
+        return "hls"
+    if "rawvideo" in argv or "s16le" in argv:
+        return "decoder"
+    return os.path.basename(argv[0]) if argv and argv[0] else "other"
+
+
+def get_json(url: str) -> dict | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return json.loads(reply.read())
+    except (OSError, ValueError):
+        return None
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def station(args, seconds: float) -> dict:
+    """``run --forever`` on tiny models as a child process, measured from outside (see the module's docstring)."""
+    import glob
+    import signal
+
+    warmup = min(args.warmup if args.warmup is not None else 300.0, seconds / 4)
+    with tempfile.TemporaryDirectory() as scratch:
+        tiny = args.tiny_dir or os.path.join(scratch, "tiny-models")
+        if not os.path.isdir(os.path.join(tiny, "zeroscope")):
+            subprocess.run([sys.executable, "-m", "comfyui_webtv", "make-tiny-models", tiny], check=True, stdout=subprocess.DEVNULL)
+        nginx, port = start_nginx(scratch)
+        url, preview_port = f"rtmp://127.0.0.1:{port}/live/station", free_port()
+        output = os.path.join(scratch, "output")
+        command = [sys.executable, "-m", "comfyui_webtv", "run", "--forever", "--shots", str(args.shots), "--remember",
+                   "--tiny-dir", tiny, "--output", output, "--rtmp", url, "--channel", "station",
+                   "--retention-hours", str(args.retention_hours), "--retention-mb", str(args.retention_mb),
+                   "--set", f"WebTVRTMPChannel.preview_port={preview_port}", "--set", "WebTVRTMPChannel.video_kbps=600"]
+        log_path = os.path.join(scratch, "station.log")
+        log = open(log_path, "w")
+        # SIGUSR1 makes the run write every thread's stack to its log (faulthandler), should it not stop when asked.
+        command[1:3] = ["-c", "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+                        "from comfyui_webtv.cli import main; sys.exit(main())"]
+        run = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
+        status_url = f"http://127.0.0.1:{preview_port}/status"
+        puller = None
+        aired: dict[tuple[str, float], bool] = {}
+        seen_aired: set[str] = set()
+        known: set[str] = set()  # clip files seen on disk
+        deleted: list[str] = []
+        violations: list[str] = []
+        samples = {"py": [], "ff": [], "speed": [], "disk": []}
+        by_kind: dict[str, list[float]] = {}
+        start_figures, status, first_clip_s, summary = None, None, None, None
+        began = time.monotonic()
+        try:
+            while (now := time.monotonic()) - began < seconds:
+                if run.poll() is not None:
+                    raise RuntimeError(f"run --forever ended early (exit {run.returncode})")
+                t = now - began
+                status = get_json(status_url) or status
+                if status and puller is None and status["state"] == "live":
+                    puller = Puller(url)
+                # Deletions are checked from outside: a clip file gone from the disk must have aired, and be named by
+                # neither the rotation (the channel's state file, saved every 2 s) nor the playlist read afterwards.
+                present = set(glob.glob(os.path.join(output, "WebTV", "station", "*", "ep*", "*.mp4")))
+                gone = known - present
+                known = (known - gone) | present
+                for entry in (status or {}).get("history", []):
+                    if entry.get("frames"):
+                        seen_aired.add(entry["path"])
+                        aired[(entry["path"], entry["started_at"])] = entry["completed"]
+                        if first_clip_s is None:
+                            first_clip_s = round(t, 1)
+                named = set()
+                for path in glob.glob(os.path.join(output, "WebTV", "station", "*", "channel.state.json")):
+                    saved = read_json(path)
+                    named |= set((saved or {}).get("clips", []))
+                for path in glob.glob(os.path.join(output, "WebTV", "station", "*", "channel.ffconcat")):
+                    try:
+                        named |= {e.path for e in read_ffconcat(path)}
+                    except (OSError, ValueError):
+                        pass  # replaced while read
+                for path in sorted(gone):
+                    deleted.append(path)
+                    if path not in seen_aired:
+                        violations.append(path)
+                violations += [p for p in deleted if p in named and p not in violations]
+                disk = sum(os.path.getsize(p) for p in present if os.path.exists(p)) / 1e6
+                samples["disk"].append((t, disk))
+                kids = children(run.pid)
+                kinds: dict[str, float] = {}
+                for pid in kids:
+                    kind = child_kind(pid)
+                    kinds[kind] = kinds.get(kind, 0.0) + rss_mb(pid)
+                # The encoder and the outputs live as long as the channel; a clip's decoder lives one clip (one or
+                # two at a time, by chance at a sample), so it is reported apart and left out of the growth.
+                samples["py"].append((t, rss_mb(run.pid)))
+                samples["ff"].append((t, sum(v for k, v in kinds.items() if k not in TRANSIENT)))
+                for kind, value in kinds.items():
+                    by_kind.setdefault(kind, []).append((t, value))
+                if status and status["encoder"]["speed"]:
+                    samples["speed"].append(status["encoder"]["speed"])
+                if start_figures is None and t >= warmup:
+                    start_figures = {**proc_figures(run.pid), "ffmpeg_processes": len(kids)}
+                    print(f"start ({t:.0f} s): {start_figures}, rss {samples['py'][-1][1]:.1f} MB python, "
+                          f"{samples['ff'][-1][1]:.1f} MB children {kinds}", flush=True)
+                if len(samples["py"]) % 60 == 0:
+                    print(f"{t / 60:5.1f} min: {len(known) + len(deleted)} clips made, {len(aired)} aired, {len(deleted)} deleted, "
+                          f"{disk:.2f} MB on disk, {(status or {}).get('clips')} in rotation, state {(status or {}).get('state')}, "
+                          f"rss {samples['py'][-1][1]:.1f} MB python, {samples['ff'][-1][1]:.1f} MB children", flush=True)
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+            end_figures = {**proc_figures(run.pid), "ffmpeg_processes": len(children(run.pid))}
+            run.send_signal(signal.SIGINT)  # Ctrl-C: the channel stops and the run prints its summary
+            try:
+                out, _ = run.communicate(timeout=180)
+                summary = json.loads(out.strip().splitlines()[-1])
+            except subprocess.TimeoutExpired:
+                run.send_signal(signal.SIGUSR1)
+                time.sleep(2)
+                print(f"run did not stop within 180 s of Ctrl-C; its stacks are in the log:\n{open(log_path).read()[-6000:]}",
+                      file=sys.stderr, flush=True)
+        except BaseException:
+            log.close()
+            with open(log_path) as f:
+                print(f.read()[-4000:], file=sys.stderr)
+            raise
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+            if puller is not None:
+                puller.stop()
+            nginx.kill()
+            nginx.wait()
+        log.close()
+        hours = (time.monotonic() - began) / 3600
+        steady = lambda series: [s for s in series if s[0] >= warmup]  # noqa: E731
+        py, ff = slope_per_hour(steady(samples["py"])), slope_per_hour(steady(samples["ff"]))
+        start_figures = start_figures or end_figures
+        made = len(known) + len(deleted)
+        result = {
+            "mode": "station (run --forever, tiny models)",
+            "hours": round(hours, 4),
+            "episodes": len(glob.glob(os.path.join(output, "WebTV", "station", "*", "ep*"))),
+            "clips_made": made,
+            "clips_aired": len(aired),
+            "clips_completed": sum(aired.values()),
+            "first_clip_on_air_s": first_clip_s,
+            "clips_deleted": len(deleted),
+            "disk_mb_max": round(max((d for _, d in samples["disk"]), default=0.0), 3),
+            "disk_mb_end": round(samples["disk"][-1][1], 3) if samples["disk"] else 0.0,
+            "max_gap_frames": round(puller.max_gap_frames(), 3) if puller else None,
+            "frames_pulled": puller.frames() if puller else 0,
+            "puller_restarts": puller.restarts if puller else None,
+            "late_frames": status["late_frames"],
+            "dropped_frames": status["dropped_frames"],
+            "reconnects": status["reconnects"],
+            "encoder_speed_median": round(statistics.median(samples["speed"]), 3) if samples["speed"] else None,
+            "encoder_speed_min": round(min(samples["speed"]), 3) if samples["speed"] else None,
+            "growth_fit_from_s": round(warmup),
+            "rss_growth_mb_per_hour": round(py + ff, 2),
+            "rss_growth_python_mb_per_hour": round(py, 2),
+            "rss_growth_ffmpeg_mb_per_hour": round(ff, 2),
+            "rss_growth_ffmpeg_counts": "the encoder and the outputs (per-clip decoders apart, below)",
+            "rss_growth_children_mb_per_hour": {k: round(slope_per_hour(steady(v)), 2) for k, v in sorted(by_kind.items())},
+            "rss_mb_python_start_end": [round(v, 1) for v in (steady(samples["py"]) or samples["py"])[0][1:] + samples["py"][-1][1:]],
+            "rss_mb_children_start_end": [round(v, 1) for v in (steady(samples["ff"]) or samples["ff"])[0][1:] + samples["ff"][-1][1:]],
+            "fds_start_end": [start_figures["fds"], end_figures["fds"]],
+            "threads_start_end": [start_figures["threads"], end_figures["threads"]],
+            "fd_growth": end_figures["fds"] - start_figures["fds"],
+            "thread_growth": end_figures["threads"] - start_figures["threads"],
+            "ffmpeg_processes_start_end": [start_figures["ffmpeg_processes"], end_figures["ffmpeg_processes"]],
+            "deleted_while_queued": len(violations),
+            "run_stopped_on_ctrl_c": summary is not None and run.returncode in (0, 130),
+        }
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=20.0, help="how long the channel stays on air")
@@ -147,12 +372,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--clip-seconds", type=float, default=1.5, help="length of each clip")
     p.add_argument("--retention-hours", type=float, default=60 / 3600, help="retention by age (default 60 s)")
     p.add_argument("--retention-mb", type=float, default=0.12, help="retention by disk quota in MB (clips are ~10 kB)")
-    p.add_argument("--warmup", type=float, default=60.0, help="seconds before the start figures are taken (capped at a fifth of the run)")
+    p.add_argument("--warmup", type=float, help="seconds before the start figures are taken and growth is fitted "
+                   "(default 60, capped at a fifth of the run; --station: 300, capped at a quarter)")
+    p.add_argument("--station", action="store_true", help="soak `run --forever` on tiny models instead of a channel fed directly")
+    p.add_argument("--shots", type=int, default=2, help="--station: shots per episode")
+    p.add_argument("--tiny-dir", help="--station: a folder of tiny models (make-tiny-models; made in a scratch folder otherwise)")
     args = p.parse_args(argv)
     if not os.path.exists(RTMP_MODULE):
         sys.exit("nginx with the RTMP module is needed: apt-get install -y nginx libnginx-mod-rtmp")
     seconds = args.minutes * 60
-    warmup = min(args.warmup, seconds / 5)
+    if args.station:
+        result = station(args, seconds)
+        print(json.dumps(result), flush=True)
+        return result
+    warmup = min(60.0 if args.warmup is None else args.warmup, seconds / 5)
     with tempfile.TemporaryDirectory() as scratch:
         host.configure(output_dir=os.path.join(scratch, "output"))
         folder = os.path.join(host.output_dir(), "WebTV", "soak")
@@ -189,10 +422,10 @@ def main(argv: list[str] | None = None) -> dict:
                             aired[(entry["path"], entry["started_at"])] = entry["completed"]
                     rotation = set(channel.rotation()[0])
                     listed = {e.path for e in read_ffconcat(playlist)}
-                    for path in retainer.deleted[checked:]:
+                    for path in list(retainer.deleted)[len(retainer.deleted) - (retainer.deleted_count - checked):]:
                         if path not in seen_aired or path in rotation or path in listed or os.path.exists(path):
                             violations.append(path)
-                    checked = len(retainer.deleted)
+                    checked = retainer.deleted_count
                 t = now - began
                 ffmpegs = channel_children()
                 samples["py"].append((t, rss_mb()))
@@ -205,7 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"start ({t:.0f} s): {start_figures}, rss {samples['py'][-1][1]:.1f} MB python, "
                           f"{samples['ff'][-1][1]:.1f} MB ffmpeg", flush=True)
                 if len(samples["py"]) % 60 == 0:
-                    print(f"{t / 60:5.1f} min: {len(aired)} clips aired, {len(retainer.deleted)} deleted, "
+                    print(f"{t / 60:5.1f} min: {len(aired)} clips aired, {retainer.deleted_count} deleted, "
                           f"{status['clips']} in rotation, {puller.frames()} frames pulled, state {status['state']}", flush=True)
                 time.sleep(1.0)
             end_figures = {"fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count(),
@@ -226,7 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
             "clips_aired": len(aired),
             "clips_completed": sum(aired.values()),
             "clips_appended": appended,
-            "clips_deleted": len(retainer.deleted),
+            "clips_deleted": retainer.deleted_count,
             "max_gap_frames": round(puller.max_gap_frames(), 3),
             "frames_pulled": puller.frames(),
             "puller_restarts": puller.restarts,

@@ -9,11 +9,14 @@ that graph, so changing the workflow changes the station; any other input is one
 Each run gets its own folder, output/WebTV/station/<run id>/, with its clips and its playlist: what is
 on air is this run's programme (--resume RUN_ID adds to an earlier run's programme instead).
 
+The graph runs shot by shot: each shot goes from Zeroscope to Save Video, the playlist and the channel
+before the next one starts, so a clip is on air (at the next clip boundary) while the next is rendered.
+
 --forever keeps the station going: episode after episode, each a run of the same graph with its clips
 in its own folder (<run id>/ep0001/, ...), the Shot Writer told what the channel has already shown
 (and given the theme of the hour with --schedule). The channel starts first and airs a slate until
-the first clips are ready; each episode's clips join the rotation at the next clip boundary while it
-keeps playing (the channel node finds the channel running, as when ComfyUI queues the graph again).
+the first clip is ready; each clip joins the rotation at the next clip boundary while it keeps
+playing (the channel node finds the channel running, as when ComfyUI queues the graph again).
 --retention-hours/--retention-mb delete clips that have aired, oldest first.
 
 Models come from --models (ComfyUI's layout: zeroscope/, film/, musicgen/). With the default folder
@@ -145,7 +148,6 @@ class UsageError(ValueError):
 
 
 SCHEDULE_LINE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)\s+(\S.*)$")
-STATE_FILE = "channel.state.json"  # the channel's rotation and position in the run folder (--remember)
 TOLD_SHOTS = 12  # the most recent prompts the Shot Writer is told about
 
 
@@ -218,6 +220,8 @@ def station_graph(args, tiny: bool, run_dir: str) -> dict:
                 apply(f"{target}={value}", option)
     apply(f"WebTVSaveVideo.filename_prefix={run_dir}/shot", "the run folder")
     apply(f"WebTVFFConcatPlaylist.filename={run_dir}/channel.ffconcat", "the run folder")
+    if args.remember:
+        apply("WebTVRTMPChannel.resume=true", "--remember")
     if tiny:
         for target, cap in TINY_CAPS.items():
             apply(f"{target}={min(workflow_value(api, target), cap)}", "tiny models")
@@ -446,27 +450,16 @@ def episode_graph(api: dict, args, run_dir: str, number: int, shown: list[str]) 
     return graph, theme
 
 
-def run_episode(graph: dict, term: "Terminal", channel: str) -> dict:
-    """Run one episode's graph; retention waits while its playlist and channel nodes change the programme."""
-    from ..nodes.broadcast import retention
+def run_episode(graph: dict, term: "Terminal") -> dict:
+    """Run one episode's graph, shot by shot: each shot's clip joins the playlist and the channel as soon as it is saved."""
     from ..workflow import runner
     from ..workflow.format import find_node
 
-    held = []
-
     def on_node(nid: str, class_type: str, index: int, count: int) -> None:
-        retainer = retention.attached(channel)
-        if retainer is not None and class_type == "WebTVFFConcatPlaylist" and not held:
-            retainer.lock.acquire()
-            held.append(retainer)
         term.stage = graph[nid].get("_meta", {}).get("title") or class_type
         term.say(f"[{index + 1}/{count}] {term.stage}")
 
-    try:
-        results = runner.run(graph, on_node=on_node)
-    finally:
-        for retainer in held:
-            retainer.lock.release()
+    results = runner.run(graph, on_node=on_node, item_by_item=True)
     shots, _, report = results[find_node(graph, "WebTVShotWriter")]["outputs"]
     clips = results.get(find_node(graph, "WebTVSaveVideo"), {}).get("outputs", [[]])[0]
     playlist = results.get(find_node(graph, "WebTVFFConcatPlaylist"), {}).get("outputs", [[None]])[0][-1:]
@@ -495,16 +488,12 @@ def run(args) -> int:
     run_id = run_dir.rsplit("/", 1)[-1]
     term.say(f"run {run_id}: {os.path.join(os.path.abspath(args.output), *run_dir.split('/'))}")
     retains = any(workflow_value(api, f"WebTVRTMPChannel.{name}") for name in ("retention_hours", "retention_mb"))
-    episodes, final, code, error, keeper, resumed_at = [], None, 0, None, None, None
+    episodes, final, code, error, keeper = [], None, 0, None, None
     try:
         live = start_channel(api)
-        if live is not None and args.remember:
-            state_path = os.path.join(os.path.abspath(args.output), *run_dir.split("/"), STATE_FILE)
-            saved = state.load(state_path) if args.resume else None
-            if saved:
-                resumed_at = state.restore(live, saved)
-                term.say(f"resuming at {resumed_at or 'the start (the saved clip is gone)'}")
-            keeper = state.Keeper(live, state_path).start()
+        keeper = state.attached(channel) if live is not None and args.remember else None
+        if keeper is not None and args.resume:
+            term.say(f"resuming at {keeper.resumed_at or 'the start (no saved clip in the playlist)'}")
         if live is not None:
             status = live.status()
             term.say(f"on air: {status.get('preview_url') or ', '.join(o['target'] for o in status['outputs'])} "
@@ -517,7 +506,7 @@ def run(args) -> int:
             graph, theme = episode_graph(api, args, run_dir, number, shown) if args.forever else (api, None)
             if args.forever:
                 term.say(f"episode {number}: {theme}")
-            episode = run_episode(graph, term, channel)
+            episode = run_episode(graph, term)
             episodes.append({"episode": number, "theme": theme, **episode})
             shown += episode["shots"]
             term.say(f"shots (written by {episode['writer']}):\n" + "\n".join(f"  {i + 1}. {p}" for i, p in enumerate(episode["shots"])))
@@ -535,8 +524,7 @@ def run(args) -> int:
         retainer = retention.attached(channel)
         if retainer is not None:
             retainer.stop()
-        if keeper is not None:
-            keeper.stop()
+        state.detach(channel)  # its last position saved (--remember)
         if channel in channels.statuses():
             final = channels.stop(channel)
         term.close()
@@ -549,9 +537,10 @@ def run(args) -> int:
     if args.forever:
         summary["episodes"] = episodes
     if retains:
-        summary["deleted"] = retainer.deleted if retainer else []
+        summary["deleted"] = list(retainer.deleted) if retainer else []  # the most recent (retention.DELETED_KEPT)
+        summary["deleted_count"] = retainer.deleted_count if retainer else 0
     if args.remember:
-        summary["resumed_at"] = resumed_at
+        summary["resumed_at"] = keeper.resumed_at if keeper else None
     print(json.dumps(summary, default=str), flush=True)
     return code
 
@@ -585,8 +574,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=_whole(1), metavar="N", help="with --forever: stop writing after N episodes (then --on-air applies)")
     p.add_argument("--schedule", metavar="FILE", help="with --forever: themes by time of day, lines of 'HH:MM theme' "
                    "(local time); each episode takes the theme of its hour")
-    p.add_argument("--remember", action="store_true", help=f"save the channel's rotation and position in the run folder "
-                   f"({STATE_FILE}, replaced atomically every few seconds); with --resume, go on from the clip that was on air")
+    p.add_argument("--remember", action="store_true", help="save the channel's rotation and position in the run folder "
+                   "(channel.state.json, replaced atomically every few seconds: the channel node's resume input); "
+                   "with --resume, go on from the clip that was on air")
     p.add_argument("--resume", type=_run_id, metavar="RUN_ID", help="add this run's shots to an earlier run's programme "
                    f"(a folder under output/{STATION_FOLDER}) instead of starting a new one")
     p.add_argument("--models", help="ComfyUI-style models folder (default: ./models; when models are missing there, "

@@ -185,6 +185,45 @@ def test_forever_writes_new_episodes_on_air_and_retention_bounds_them(tiny_model
     assert channels.statuses() == {}
 
 
+@pytest.mark.slow
+def test_each_shot_goes_on_air_while_the_next_is_rendered(tiny_models_dir, tmp_path, monkeypatch, capsys):
+    """The episode's graph runs shot by shot: when the second shot's Text to Video starts, the first shot's
+    clip is already saved, in the playlist and in the running channel's rotation, and it goes on air before
+    the second shot is rendered (the render waits here until it does)."""
+    from comfyui_webtv.workflow import runner
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    plain_run = runner.run
+
+    def spying_run(api, *args, on_node=None, **kwargs):
+        def spy(nid, class_type, index, count):
+            if class_type == "ZeroscopeTextToVideo":
+                channel = channels.get("spy")
+                rotation = channel.rotation()[0]
+                end = time.monotonic() + 120
+                while rotation and (channel.status()["current_clip"] or {}).get("path") != rotation[0] and time.monotonic() < end:
+                    time.sleep(0.1)
+                playlist = glob.glob(str(tmp_path / "output" / "WebTV" / "station" / "*" / "channel.ffconcat"))
+                seen.append({"rotation": rotation, "on_air": (channel.status()["current_clip"] or {}).get("path"),
+                             "listed": [e.path for e in read_ffconcat(playlist[0])] if playlist else []})
+            if on_node:
+                on_node(nid, class_type, index, count)
+        return plain_run(api, *args, on_node=spy, **kwargs)
+
+    monkeypatch.setattr(runner, "run", spying_run)
+    code = main(["run", "--forever", "--episodes", "1", "--shots", "2", "--frames", "4", "--steps", "1", "--on-air", "1",
+                 "--channel", "spy", "--tiny-dir", tiny_models_dir])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    clips = json.loads(captured.out.strip().splitlines()[-1])["clips"]
+    assert len(clips) == 2 and len(seen) == 2
+    assert seen[0]["rotation"] == [] and seen[0]["on_air"] is None  # the slate: nothing rendered yet
+    assert seen[1]["rotation"] == [clips[0]] and seen[1]["listed"] == [clips[0]]  # saved, listed, queued
+    assert seen[1]["on_air"] == clips[0]  # and on air while shot 2 waits to be rendered
+    assert os.path.getmtime(clips[0]) < os.path.getmtime(clips[1])
+
+
 # ---------------------------------------------------------------- resume after a restart
 
 
@@ -198,31 +237,55 @@ def _first_aired(channel, timeout: float = 90.0) -> str:
     raise AssertionError(f"nothing aired: {channel.status()}")
 
 
-def test_a_restarted_channel_goes_on_from_the_saved_clip(output_dir):
+def test_a_restarted_channel_node_with_resume_goes_on_from_the_saved_clip(output_dir):
+    """RTMP Channel with resume on: its rotation and the clip on air are saved beside the playlist; after a
+    restart (every channel stopped, as at a ComfyUI shutdown) the same node goes on from that clip, and the
+    rotation after it is the playlist's. With resume off nothing is saved and it starts from the first clip."""
+    from comfyui_webtv.nodes.broadcast.nodes import FFConcatPlaylist, RTMPChannel
+
     folder = os.path.join(output_dir, "WebTV", "resume")
     os.makedirs(folder)
-    paths = [_clip(os.path.join(folder, f"c{i}.mp4"), colour, 0.5) for i, colour in enumerate(["red", "green", "blue", "white"])]
-    saved_at = os.path.join(folder, "state.json")
-    settings = channels.ChannelSettings(name="resumed", preview=True, fmt=FMT)
-    channel = channels.start(settings, paths)
-    keeper = state.Keeper(channel, saved_at).start()
-    end = time.monotonic() + 90
-    while (channel.status()["current_clip"] or {}).get("path") not in paths[2:] and time.monotonic() < end:
-        time.sleep(0.05)  # past the first two clips
-    keeper.stop()
-    channels.stop("resumed")
-    with open(saved_at) as f:
-        saved = json.load(f)
-    assert saved["clips"] == paths and saved["clip"] in paths[1:]
-    assert [n for n in os.listdir(folder) if n.startswith(".")] == []  # replaced atomically, no part file left
+    paths = [_clip(os.path.join(folder, f"c{i}.mp4"), colour) for i, colour in enumerate(["red", "green", "blue", "white"])]
+    playlist = FFConcatPlaylist().write("\n".join(paths), "WebTV/resume/channel.ffconcat", "replace", "relative")["result"][0]
+    saved_at = os.path.join(folder, "channel.state.json")
 
-    channel = channels.start(settings, [])  # a restart knows nothing: the state brings the rotation and the position
+    def start(resume: bool):
+        RTMPChannel().start(playlist=playlist, channel="resumed", outputs="", local_preview=True, mode="clips", width=160,
+                            height=96, fps=24.0, video_kbps=300, audio_kbps=64, sample_rate="48000", keyframe_seconds=2.0,
+                            preset="veryfast", resume=resume)
+        return channels.get("resumed")
+
     try:
-        assert state.restore(channel, state.load(saved_at)) == saved["clip"]
-        assert channel.rotation()[0] == paths
+        channel = start(resume=True)
+        end = time.monotonic() + 90
+        while (channel.status()["current_clip"] or {}).get("path") not in paths[1:3] and time.monotonic() < end:
+            time.sleep(0.05)  # past the first clip
+        channels.stop_all()
+        state.detach("resumed")
+        with open(saved_at) as f:
+            saved = json.load(f)
+        assert saved["clips"] == paths and saved["clip"] == channel.status()["history"][-1]["path"] != paths[0]
+        assert [n for n in os.listdir(folder) if n.startswith(".")] == []  # replaced atomically, no part file left
+
+        channel = start(resume=True)  # a restart knows nothing: the state file brings the position back
+        assert state.attached("resumed").resumed_at == saved["clip"]
         assert _first_aired(channel) == saved["clip"]
+        assert channel.rotation()[0] == paths  # the playlist's rotation, going on after the saved clip
+        end = time.monotonic() + 90
+        while len([e for e in channel.status()["history"] if e["frames"]]) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        after = paths[(paths.index(saved["clip"]) + 1) % len(paths)]
+        assert channel.status()["history"][1]["path"] == after
+        channels.stop_all()
+        state.detach("resumed")
+
+        os.remove(saved_at)
+        assert _first_aired(start(resume=False)) == paths[0]  # resume off: from the first clip, nothing saved
+        channels.stop_all()
+        assert not os.path.exists(saved_at) and state.attached("resumed") is None
     finally:
         channels.stop_all()
+        state.detach("resumed")
     assert state.load(os.path.join(folder, "missing.json")) is None
 
 

@@ -10,7 +10,7 @@ from .. import host
 from ..common import checks
 from ..common.files import atomic_path
 from . import channel as channels
-from . import retention, routes
+from . import retention, routes, state
 from .encoder import CODECS, PRESETS, TUNES, Encoding
 from .mp4 import next_output_file, write_mp4
 from .normalize import ChannelFormat, probe
@@ -197,6 +197,7 @@ class RTMPChannel:
                 "retention_hours": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 8760.0, "step": 1.0, "tooltip": "Delete clips that have aired once they are older than this (oldest first; never the clip on air or the next one; they leave the playlist first). 0: keep them."}),
                 "retention_mb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000000.0, "step": 100.0, "tooltip": "Delete the oldest clips that have aired while the rotation's clips take more than this many megabytes. 0: no quota."}),
                 "codec": (CODECS, {"default": "h264", "tooltip": "Video codec of the outputs whose line names none (codec= in the address) and of the local preview: h264 (every server), hevc (libx265) or av1 (SVT-AV1), both sent as Enhanced RTMP, which YouTube takes, for about half the bitrate at the same quality and more CPU. Browsers may not play an hevc local preview."}),
+                "resume": ("BOOLEAN", {"default": False, "tooltip": "Remember the rotation and the clip on air in a file beside the playlist (<playlist name>.state.json, replaced atomically every few seconds); when the channel starts again on that playlist (after ComfyUI restarts), it goes on from that clip instead of the first. Off: nothing is saved."}),
             },
         }
 
@@ -206,7 +207,7 @@ class RTMPChannel:
 
     def start(self, playlist, channel, outputs, local_preview, mode, width, height, fps, video_kbps, audio_kbps,
               sample_rate, keyframe_seconds, preset, preview_port=0, retry_max_seconds=5.0, tune="zerolatency",
-              session_hours=47.0, retention_hours=0.0, retention_mb=0.0, codec="h264"):
+              session_hours=47.0, retention_hours=0.0, retention_mb=0.0, codec="h264", resume=False):
         if not isinstance(playlist, str):
             if not channels.NAME.match(channel.strip()):
                 raise ValueError(f"channel: {channel.strip()!r} is not a valid name; use letters, digits, '-' and '_' (at most 64).")
@@ -230,12 +231,29 @@ class RTMPChannel:
         policy = retention.Retention(retention_hours, retention_mb)
         if policy.active and mode != "clips":
             raise ValueError("retention_hours/retention_mb: the playlist mode loops the file ffmpeg read at start; use the clips mode for retention.")
+        if resume and mode != "clips":
+            raise ValueError("resume: the playlist mode always starts the file from its first clip; use the clips mode to resume.")
+        saved_at = state.state_path(playlist)
         with retention.playlist_lock(playlist):  # no clip deleted between reading the playlist and the rotation's update
             clips = [inside_output(e.path, "playlist") for e in read_ffconcat(playlist)]
+            at = state.resume_clip(saved_at, clips) if resume and not _running(settings.name) else None
+            if at:  # the saved clip airs first, then the playlist's rotation goes on after it
+                channels.start(settings, [at])
             live = channels.start(settings, clips)
         if mode == "clips":
             retention.attach(live, policy, playlist)
+        if resume:
+            state.attach(live, saved_at, at)
+        else:
+            state.detach(settings.name)
         return _status_result(live.status())
+
+
+def _running(name: str) -> bool:
+    try:
+        return channels.get(name).running
+    except ValueError:
+        return False
 
 
 class ChannelAppend:

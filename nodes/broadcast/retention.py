@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from .. import host
@@ -20,6 +21,7 @@ from ..common import checks
 from .playlist import read_ffconcat, write_ffconcat
 
 log = logging.getLogger(__name__)
+DELETED_KEPT = 1000  # the most recent deleted paths remembered (a channel that runs for months deletes many)
 OBSERVE_SECONDS = 0.5  # the channel's history (last 20 clips) is read this often: no aired clip is missed
 _playlist_locks: dict[str, threading.RLock] = {}
 _playlist_locks_lock = threading.Lock()
@@ -63,8 +65,8 @@ class Retainer:
         self.interval = checks.finite("interval", interval, low=0.1)
         self.lock = playlist_lock(playlist) if playlist else threading.RLock()  # held while the programme changes
         self.aired: set[str] = set()
-        self.deleted: list[str] = []
-        self.deleted_bytes = 0
+        self.deleted: deque[str] = deque(maxlen=DELETED_KEPT)  # the most recent, oldest first
+        self.deleted_count = self.deleted_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"webtv-retention-{channel.settings.name}", daemon=True)
 
@@ -142,6 +144,7 @@ class Retainer:
             except FileNotFoundError:
                 continue
             self.deleted.append(path)
+            self.deleted_count += 1
             self.deleted_bytes += size
             self.aired.discard(path)
         log.info("retention: deleted %d clip(s) of channel %s", len(removed), self.channel.settings.name)

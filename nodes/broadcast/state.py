@@ -2,8 +2,9 @@
 
 :class:`Keeper` writes ``{"channel", "clips", "clip", "saved_at"}`` (the rotation, the clip on air)
 every few seconds when it changed, replacing the file atomically, so a crash leaves the last whole
-state. :func:`restore` brings a newly started channel back to it: the saved rotation's clips that
-still exist when the channel has none, and the saved clip next on air.
+state. The file sits beside the channel's playlist (:func:`state_path`). A channel started again on
+that playlist (the RTMP Channel node's ``resume``, ``run --remember --resume``) takes its rotation
+from the playlist and goes on from the saved clip (:func:`resume_clip`), which then airs first.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import threading
 import time
 
 from ..common.files import atomic_path
-from .normalize import probe
 
 log = logging.getLogger(__name__)
 SAVE_SECONDS = 2.0
@@ -52,21 +52,22 @@ def load(path: str) -> dict | None:
     return state
 
 
-def restore(channel, state: dict) -> str | None:
-    """Bring ``channel`` back to ``state``; returns the clip it goes on with (None: nothing to resume)."""
-    if not channel.rotation()[0]:
-        clips = [p for p in state["clips"] if isinstance(p, str) and os.path.isfile(p)]
-        if clips:
-            channel.set_clips([probe(p) for p in clips])
-    clip = state.get("clip")
-    return clip if isinstance(clip, str) and channel.seek(clip) else None
+def state_path(playlist: str) -> str:
+    """Where the state of a channel playing ``playlist`` is kept: ``<playlist name>.state.json`` beside it."""
+    return os.path.splitext(playlist)[0] + ".state.json"
+
+
+def resume_clip(path: str, clips: list[str]) -> str | None:
+    """The clip that was on air when the state at ``path`` was saved, if ``clips`` still hold it."""
+    clip = (load(path) or {}).get("clip")
+    return clip if isinstance(clip, str) and clip in clips else None
 
 
 class Keeper:
-    """Saves a running channel's state to ``path`` every SAVE_SECONDS while it changes."""
+    """Saves a running channel's state to ``path`` every SAVE_SECONDS while it changes, until it stops."""
 
-    def __init__(self, channel, path: str):
-        self.channel, self.path = channel, path
+    def __init__(self, channel, path: str, resumed_at: str | None = None):
+        self.channel, self.path, self.resumed_at = channel, path, resumed_at
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"webtv-state-{channel.settings.name}", daemon=True)
 
@@ -74,10 +75,16 @@ class Keeper:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def _loop(self) -> None:
         last = None
         while not self._stop.wait(SAVE_SECONDS):
             last = self.save(last)
+            if not self.channel.running:  # stopped (Channel Stop, shutdown): its last position is saved
+                return
 
     def save(self, last: dict | None = None) -> dict:
         state = snapshot(self.channel)
@@ -92,5 +99,38 @@ class Keeper:
     def stop(self) -> None:
         """Stop saving; the last state is written first."""
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
         self.save()
+
+
+# -------------------------------------------------------------------- one keeper per channel
+
+_keepers: dict[str, Keeper] = {}
+_registry_lock = threading.Lock()
+
+
+def attach(channel, path: str, resumed_at: str | None = None) -> Keeper:
+    """The keeper of ``channel`` saving to ``path``: kept when it already does, else replaced."""
+    name = channel.settings.name
+    with _registry_lock:
+        current = _keepers.get(name)
+        if current is not None:
+            if current.channel is channel and current.path == path and current.running:
+                return current
+            current.stop()
+        keeper = _keepers[name] = Keeper(channel, path, resumed_at).start()
+        return keeper
+
+
+def attached(name: str) -> Keeper | None:
+    """The keeper saving channel ``name``'s state, if any."""
+    return _keepers.get(name)
+
+
+def detach(name: str) -> None:
+    """Stop keeping channel ``name``'s state (its last state is written first)."""
+    with _registry_lock:
+        keeper = _keepers.pop(name, None)
+    if keeper is not None:
+        keeper.stop()
