@@ -395,14 +395,17 @@ def test_models_go_through_model_management_and_free_unloads_them(comfyui, tmp_p
     assert {"UNet3DConditionModel", "AutoencoderKL", "CLIPTextModel"} <= set(during["through_load_models_gpu"]), during
     assert during["cache"], during
     assert during["memory_required"] and min(during["memory_required"]) > 0, during  # room for activations asked
-    # ComfyUI offloads every model to make room for another: ours leave the device but stay cached and alive
-    # (the next run's load_models_gpu moves them back, nothing is read from disk).
+    # ComfyUI offloads every model to make room for another: ours leave the device, and the Zeroscope models
+    # (held by ComfyUI too, as its loader nodes' outputs) stay cached and alive (the next run's
+    # load_models_gpu moves them back, nothing is read from disk).
+    zeroscope = [k for k in during["cache"] if "zeroscope" in k.lower()]
+    assert zeroscope, during
     _post(comfyui.url + "/webtv_test/offload", {})
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         offloaded = comfyui.json("/webtv_test/models")
         assert offloaded["loaded"] == [], offloaded
-        assert offloaded["cache"] == during["cache"] and offloaded["alive"] == during["alive"], (during, offloaded)
+        assert set(zeroscope) <= set(offloaded["cache"]) and offloaded["alive"] == during["alive"], (during, offloaded)
         time.sleep(0.5)
     _post(comfyui.url + "/free", {"unload_models": True, "free_memory": True})
     deadline = time.monotonic() + 90

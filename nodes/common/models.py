@@ -3,10 +3,11 @@
 Inside ComfyUI every module runs through ComfyUI's model management (wrapped in its ``ModelPatcher``,
 brought to the device by ``load_models_gpu`` with an estimate of the activation memory the run needs), so
 ComfyUI offloads other models to make room, manages our weights like its own, and "Unload models"
-(``POST /free``) frees ours. A cached model keeps its patchers when ComfyUI offloads them to make room for
-another model (the next run's ``load_models_gpu`` moves them back, nothing is read from disk); when
-ComfyUI unloads every model, the cache forgets it. Standalone, the cache keeps models and
-:func:`on_device` moves modules to the device and back.
+(``POST /free``) frees ours. When ComfyUI offloads a cached model to make room for another, the cache
+keeps it as long as ComfyUI holds it too (a loader node's output in its cache): the next run finds it and
+``load_models_gpu`` moves it back, nothing is read from disk; once ComfyUI lets go of it (its caches
+freed), so does the cache. When ComfyUI unloads every model, the cache forgets it. Standalone, the
+cache keeps models and :func:`on_device` moves modules to the device and back.
 """
 
 from __future__ import annotations
@@ -26,11 +27,25 @@ T = TypeVar("T")
 
 
 class _Entry:
-    """A cached model, its stamp, and (inside ComfyUI) one ModelPatcher per module, made on first use."""
+    """A cached model, its stamp, and (inside ComfyUI) one ModelPatcher per module, made on first use.
+    Offloaded by model management, the model is held only weakly (a tuple, which cannot be, for good)."""
 
     def __init__(self, key: Hashable, stamp: Hashable, model: object):
-        self.key, self.stamp, self.model = key, stamp, model
+        self.key, self.stamp, self.strong = key, stamp, model
+        try:
+            self.weak = weakref.ref(model)
+        except TypeError:
+            self.weak = None
         self.patchers: dict[int, object] = {}
+
+    def model(self) -> object | None:
+        """The model, held again if it is still alive; None once it was freed."""
+        if self.strong is None and self.weak is not None:
+            self.strong = self.weak()
+        return self.strong
+
+    def alive(self) -> bool:
+        return self.strong is not None or (self.weak is not None and self.weak() is not None)
 
 
 _cache: dict[Hashable, _Entry] = {}
@@ -67,12 +82,14 @@ def cached(key: Hashable, load: Callable[[], T], stamp: Hashable = None) -> T:
     or ComfyUI's model management unloaded it."""
     with _lock:
         hit = _cache.get(key)
-        if hit is None or hit.stamp != stamp:
+        model = hit.model() if hit is not None and hit.stamp == stamp else None
+        if model is None:
             _cache.pop(key, None)  # drop the stale model before loading its replacement
             hit = _cache[key] = _Entry(key, stamp, load())
-            for module in _roots(hit.model):
+            model = hit.strong
+            for module in _roots(model):
                 _owners[module] = weakref.ref(hit)
-        return hit.model  # type: ignore[return-value]
+        return model  # type: ignore[return-value]
 
 
 def clear_cache() -> None:
@@ -84,18 +101,17 @@ def clear_cache() -> None:
 def cached_keys() -> list[Hashable]:
     """Keys of the models the cache holds now."""
     with _lock:
-        return list(_cache)
+        return [key for key, entry in _cache.items() if entry.alive()]
 
 
 def _forget(entry_ref: "weakref.ref[_Entry]", patcher_ref: weakref.ref) -> None:
-    """Model management unloaded a module of this entry. Offloaded to make room for another model: keep it
-    (its patcher goes back to the device on the next run). Unloaded with every model (Unload models,
-    ``POST /free``): stop holding the model once ComfyUI has let go of the patcher (not during its unload
-    loop, which a model freed at once would disturb)."""
-    if not host.unloading_all():
-        return
+    """Model management unloaded a module of this entry; once ComfyUI has let go of the patcher (not during
+    its unload loop, which a model freed at once would disturb): unloaded with every model (Unload models,
+    ``POST /free``), forget the model; offloaded to make room for another, drop the entry's unloaded
+    patchers and, when none is loaded, hold the model only weakly: kept while ComfyUI holds it too."""
+    every = host.unloading_all()
 
-    def drop() -> None:
+    def release() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and host.is_loaded(patcher_ref()):
             time.sleep(0.05)
@@ -103,10 +119,16 @@ def _forget(entry_ref: "weakref.ref[_Entry]", patcher_ref: weakref.ref) -> None:
         if entry is None or host.is_loaded(patcher_ref()):
             return  # loaded again meanwhile: in use
         with _lock:
-            if _cache.get(entry.key) is entry:
+            if _cache.get(entry.key) is not entry:
+                return
+            if every:
                 del _cache[entry.key]
+                return
+            entry.patchers = {k: p for k, p in entry.patchers.items() if host.is_loaded(p)}
+            if not entry.patchers and entry.weak is not None:
+                entry.strong = None
 
-    threading.Thread(target=drop, name="webtv-model-release", daemon=True).start()
+    threading.Thread(target=release, name="webtv-model-release", daemon=True).start()
 
 
 def _patcher(module: torch.nn.Module):
@@ -116,6 +138,7 @@ def _patcher(module: torch.nn.Module):
         entry = owner() if owner is not None else None
         if entry is None or _cache.get(entry.key) is not entry:
             return host.model_patcher(module)
+        entry.model()  # in use again: held again
         patcher = entry.patchers.get(id(module))
         if patcher is None:
             holder: list = []
