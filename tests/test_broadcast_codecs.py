@@ -209,6 +209,9 @@ def test_each_output_gets_its_codec_from_one_encode_per_codec(playlist, tmp_path
         listeners = {r.proc.pid for _, r in receivers}
         seen["leaks"] = [pid for pid, line in command_lines().items() if KEY in line and pid not in listeners]
         seen["outputs"] = [(o["codec"], o["target"]) for o in state["outputs"]]
+        # An output may have joined a little late (the listener restarts after the reachability probe): two more clips.
+        since = time.time()
+        wait_for(lambda s: sum(h["started_at"] > since for h in s["history"]) >= 2, "two more clips on air")
 
     final = run_channel(playlist, "\n".join(lines), "h264", *(r for _, r in receivers), while_live=check)
     assert seen["codecs"] == ["libsvtav1", "libx264", "libx265"], seen["codecs"]  # one encode per distinct codec
@@ -218,10 +221,9 @@ def test_each_output_gets_its_codec_from_one_encode_per_codec(playlist, tmp_path
     assert KEY not in json.dumps(final)
     names = {"hevc": {"hevc"}, "av1": {"libdav1d", "av1"}, "h264": {"h264"}}
     for codec, receiver in receivers:
-        name, frames, rgb = received(receiver.path)
+        name, frames, _ = received(receiver.path)
         assert name in names[codec], f"{receiver.path}: wanted {codec}, received {name}"
-        assert frames >= FPS * CLIP_S, (codec, frames)
-        assert rgb[0] > 200 and rgb[1] < 60 and rgb[2] < 60, f"{codec}: the first clip is red, got {rgb}"
+        assert frames >= 2 * FPS * CLIP_S, (codec, frames)
     assert channel_ffmpegs() == []
 
 
@@ -361,8 +363,9 @@ def test_whip_output_reaches_a_webrtc_peer(playlist, whip_server, monkeypatch):
     monkeypatch.setenv("WEBTV_KEY_WHIP", TOKEN)
     start_whip(playlist, whip_server.url + "?bearer=${WEBTV_KEY_WHIP}")
     state = wait_for(
-        lambda s: whip_server.frames["video"] >= 2 * FPS and whip_server.frames["audio"] >= 50 and s["outputs"][0]["state"] == "live",
-        "two seconds of WebRTC video and sound at the peer",
+        lambda s: whip_server.frames["video"] >= 2 * FPS and whip_server.frames["audio"] >= 50 and s["outputs"][0]["state"] == "live"
+        and {"red", "blue"} <= whip_server.colours,
+        "two seconds of WebRTC video and sound, both clips, at the peer",
     )
     leaks = [pid for pid, line in command_lines().items() if TOKEN in line]
     final = json.loads(ChannelStop().stop("codecs")["result"][0])
@@ -372,7 +375,6 @@ def test_whip_output_reaches_a_webrtc_peer(playlist, whip_server, monkeypatch):
     (authorization, content_type, offer), = whip_server.posts
     assert authorization == f"Bearer {TOKEN}" and content_type == "application/sdp"
     assert "bearer" not in offer and "H264/90000" in offer and "opus/48000/2" in offer
-    assert {"red", "blue"} <= whip_server.colours, whip_server.colours  # both clips of the rotation arrived
     deadline = time.monotonic() + 30
     while not whip_server.deletes and time.monotonic() < deadline:  # the session's end is relayed with the token
         time.sleep(0.1)
@@ -497,7 +499,7 @@ def test_av1_output_rejoins_at_a_keyframe_after_its_publisher_dies(playlist, tmp
         packets = [p for p in container.demux(stream) if p.size]
         assert stream.codec_context.name in ("libdav1d", "av1") and packets[0].is_keyframe
     name, frames, _ = received(second)
-    assert frames >= FPS, frames
+    assert 0 < len(packets) - 1 <= frames <= len(packets), (frames, len(packets))  # every frame from the first keyframe decodes
     assert channel_ffmpegs() == []
 
 
@@ -513,14 +515,14 @@ def test_playlist_mode_sends_each_output_its_codec(playlist, tmp_path):
         height=96, fps=float(FPS), video_kbps=400, audio_kbps=64, sample_rate="48000", keyframe_seconds=1.0,
         preset="ultrafast", retry_max_seconds=1.0,
     )
-    wait_for(lambda s: all(o["state"] == "live" and o["bytes_sent"] > 20_000 for o in s["outputs"]), "both outputs live")
-    time.sleep(2.0)
-    ChannelStop().stop("codecs")
+    state = wait_for(lambda s: all(o["state"] == "live" for o in s["outputs"]) and s["encoder"]["frame"], "both outputs live")
+    encoded = state["encoder"]["frame"]
+    wait_for(lambda s: (s["encoder"]["frame"] or 0) >= encoded + 2 * FPS, "two more seconds encoded")
+    ChannelStop().stop("codecs")  # flushes what was encoded to both outputs
     for codec, receiver in receivers:
         receiver.wait()
-        name, frames, rgb = received(receiver.path)
-        assert name == codec and frames >= FPS, (codec, name, frames)
-        assert rgb[0] > 200 and rgb[1] < 60 and rgb[2] < 60, f"{codec}: the first clip is red, got {rgb}"
+        name, frames, _ = received(receiver.path)
+        assert name == codec and frames >= 2 * FPS, (codec, name, frames)
     assert channel_ffmpegs() == []
 
 
