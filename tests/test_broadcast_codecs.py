@@ -25,7 +25,7 @@ from comfyui_webtv.nodes.broadcast.keys import check_output_url, mask_addresses
 from comfyui_webtv.nodes.broadcast.nodes import ChannelStatus, ChannelStop, FFConcatPlaylist, RTMPChannel
 from comfyui_webtv.nodes.common.ffmpeg import ffmpeg_exe
 
-from .rtmp_server import channel_ffmpegs, free_port, make_clip
+from .rtmp_server import channel_ffmpegs, free_port, make_clip, need
 
 FPS = 24
 CLIP_S = 1.0
@@ -263,14 +263,14 @@ class WhipServer:
     """A WHIP endpoint on 127.0.0.1: aiohttp takes the offer, aiortc answers it as a real WebRTC peer (ICE,
     DTLS, SRTP) and decodes what arrives. Offers without ``Bearer <token>`` get 401."""
 
-    def __init__(self, token: str):
-        self.token, self.posts, self.deletes, self.pcs = token, [], 0, []
+    def __init__(self, token: str, ssl_context=None):
+        self.token, self.posts, self.deletes, self.pcs, self.ssl_context = token, [], 0, [], ssl_context
         self.frames = {"video": 0, "audio": 0}
         self.colours: set[str] = set()
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
-        self.url = f"http://127.0.0.1:{self.port}/whip"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}/whip"
 
     async def _start(self) -> int:
         from aiohttp import web
@@ -280,7 +280,7 @@ class WhipServer:
         app.router.add_delete("/whip/session", self._delete)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         return site._server.sockets[0].getsockname()[1]
 
@@ -396,19 +396,11 @@ def test_whip_refusal_is_reported_without_the_token(playlist, whip_server, monke
 def test_whip_relay_takes_one_offer_and_adds_the_token(whip_server):
     """The relay ffmpeg posts to: the offer reaches the server with the bearer token; a refusal is explained;
     a second offer on the same path, or any other path, never reaches the server."""
-    import urllib.error
-    import urllib.request
-
     from comfyui_webtv.nodes.broadcast.whip import WhipRelay
 
     relay = WhipRelay(whip_server.url, "wrongTokenAa1Bb2Cc3Dd4Ee5")
     try:
-        codes = []
-        for url in (relay.url, relay.url, relay.url.rsplit("/", 1)[0] + "/other"):
-            request = urllib.request.Request(url, data=b"v=0\r\n", headers={"Content-Type": "application/sdp"}, method="POST")
-            with pytest.raises(urllib.error.HTTPError) as info:
-                urllib.request.urlopen(request, timeout=30)
-            codes.append(info.value.code)
+        codes = post_offers([relay.url, relay.url, relay.url.rsplit("/", 1)[0] + "/other"])
     finally:
         relay.close()
     assert codes == [502, 403, 404]
@@ -546,3 +538,48 @@ def test_av1_local_preview_is_av1_hls(playlist):
         name, frames = container.streams.video[0].codec_context.name, list(container.decode(video=0))
     assert name in ("libdav1d", "av1") and len(frames) >= FPS, (name, len(frames))
     assert channel_ffmpegs() == []
+
+
+def post_offers(urls: list[str]) -> list[int]:
+    """POST a stub SDP offer to each URL; the HTTP error codes."""
+    import urllib.error
+    import urllib.request
+
+    codes = []
+    for url in urls:
+        request = urllib.request.Request(url, data=b"v=0\r\n", headers={"Content-Type": "application/sdp"}, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=30)
+        codes.append(info.value.code)
+    return codes
+
+
+def test_whip_relay_checks_https_certificates(tmp_path):
+    """Over https the relay sends the token only to a server whose certificate checks out (system store, or WEBTV_CA_FILE)."""
+    import ssl
+
+    from comfyui_webtv.nodes.broadcast.whip import WhipRelay
+
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    made = subprocess.run(
+        [need("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True,
+    )
+    assert made.returncode == 0, made.stderr.decode()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = WhipServer(TOKEN, context)
+    try:
+        untrusted = WhipRelay(server.url, TOKEN)
+        trusted = WhipRelay(server.url, "wrongTokenAa1Bb2Cc3Dd4Ee5", ca_file=cert)
+        try:
+            codes = post_offers([untrusted.url, trusted.url])
+        finally:
+            untrusted.close()
+            trusted.close()
+    finally:
+        server.close()
+    assert codes == [502, 502]
+    assert "certificate verify failed" in untrusted.error and TOKEN not in untrusted.error, untrusted.error
+    assert server.posts == [("Bearer wrongTokenAa1Bb2Cc3Dd4Ee5", "application/sdp", "v=0\r\n")]  # only the trusted one arrived
+    assert trusted.error == "the WHIP server answered 401 Unauthorized (is the bearer token right?)"
