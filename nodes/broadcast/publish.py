@@ -6,7 +6,8 @@ it through its stdin and never appears on a command line (``ps`` shows every pro
 every local user). The first stdin line is a JSON object ``{"url": ..., "ca_file": ..., "input":
 "mpegts" or "flv"}``; the stream follows. Timestamps start at zero, as an ffmpeg stream copy writes them. For rtmps:// the
 server's certificate is verified with Python's ``ssl`` first (against ``ca_file`` or the system store),
-as the TLS layer built into PyAV's FFmpeg does not verify it.
+as PyAV opens an output with no protocol options, so FFmpeg's own check on the connection (``tls_verify``,
+``ca_file``) cannot be switched on (tests/test_rtmps_verify.py keeps this checked).
 Progress is reported on stderr in ffmpeg's ``-progress`` form (``out_time_us``, ``total_size``,
 ``progress``), so the parent reads it like an ffmpeg's. It imports nothing but PyAV and the standard
 library, as it runs from its file path in whatever Python runs ComfyUI.
