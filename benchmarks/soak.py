@@ -7,7 +7,9 @@ retention (by age and by a disk quota) deletes clips that have aired. A puller f
 stream the whole time and records every video frame's timestamp. Measured: clips aired and deleted,
 the largest gap between consecutive frames of the pulled stream (in frame periods; the channel's
 timestamps must stay continuous), late (feeder) and dropped (encoder) frames, encoder speed, RSS of
-this process and of its ffmpeg children (growth per hour: a least-squares slope after the warm-up),
+this process and of its long-lived children, the encoder and the outputs (growth per hour: a
+least-squares slope after the warm-up; a clip's decoders live one clip, one to four at a sample by
+chance, which would only add noise of about 10 MB/h to the slope),
 open descriptors and threads at start (after the warm-up) and end; and every deletion is checked
 against the rotation and the playlist at that moment (``deleted_while_queued``: a deleted clip that
 had not yet aired, was still in the rotation, or still named by the playlist).
@@ -178,7 +180,7 @@ def child_kind(pid: int) -> str:
         return "hls"
     if "rawvideo" in argv or "s16le" in argv:
         return "decoder"
-    return os.path.basename(argv[0]) if argv and argv[0] else "other"
+    return " ".join(os.path.basename(a) for a in argv[:3] if a) or "other"
 
 
 def get_json(url: str) -> dict | None:
@@ -227,15 +229,16 @@ def station(args, seconds: float) -> dict:
         log_path = os.path.join(scratch, "station.log")
         log = open(log_path, "w")
         # SIGUSR1 makes the run write every thread's stack to its log (faulthandler), should it not stop when asked.
+        # Ctrl-C is SIGINT's default action again (a shell's background job starts with it ignored).
         command[1:3] = ["-c", "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
-                        "from comfyui_webtv.cli import main; sys.exit(main())"]
+                        "signal.signal(signal.SIGINT, signal.default_int_handler); from comfyui_webtv.cli import main; sys.exit(main())"]
         run = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
         status_url = f"http://127.0.0.1:{preview_port}/status"
         puller = None
         aired: dict[tuple[str, float], bool] = {}
         seen_aired: set[str] = set()
         known: set[str] = set()  # clip files seen on disk
-        deleted: list[str] = []
+        deleted: dict[str, float] = {}  # clip -> when it was first seen gone
         violations: list[str] = []
         samples = {"py": [], "ff": [], "speed": [], "disk": []}
         by_kind: dict[str, list[float]] = {}
@@ -260,19 +263,19 @@ def station(args, seconds: float) -> dict:
                         aired[(entry["path"], entry["started_at"])] = entry["completed"]
                         if first_clip_s is None:
                             first_clip_s = round(t, 1)
-                named = set()
+                for path in sorted(gone):
+                    deleted[path] = time.time()  # gone by now
+                    if path not in seen_aired:
+                        violations.append(path)
+                named = set()  # a rotation saved after a clip was seen gone must not hold it (the file lags up to 2 s)
                 for path in glob.glob(os.path.join(output, "WebTV", "station", "*", "channel.state.json")):
-                    saved = read_json(path)
-                    named |= set((saved or {}).get("clips", []))
+                    saved = read_json(path) or {}
+                    named |= {p for p in saved.get("clips", []) if p in deleted and saved.get("saved_at", 0) > deleted[p]}
                 for path in glob.glob(os.path.join(output, "WebTV", "station", "*", "channel.ffconcat")):
-                    try:
+                    try:  # read after the disk: the playlist is rewritten before a clip is deleted
                         named |= {e.path for e in read_ffconcat(path)}
                     except (OSError, ValueError):
                         pass  # replaced while read
-                for path in sorted(gone):
-                    deleted.append(path)
-                    if path not in seen_aired:
-                        violations.append(path)
                 violations += [p for p in deleted if p in named and p not in violations]
                 disk = sum(os.path.getsize(p) for p in present if os.path.exists(p)) / 1e6
                 samples["disk"].append((t, disk))
@@ -429,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
                 t = now - began
                 ffmpegs = channel_children()
                 samples["py"].append((t, rss_mb()))
-                samples["ff"].append((t, sum(rss_mb(pid) for pid in ffmpegs)))
+                samples["ff"].append((t, sum(rss_mb(pid) for pid in ffmpegs if child_kind(pid) not in TRANSIENT)))
                 if status["encoder"]["speed"]:
                     samples["speed"].append(status["encoder"]["speed"])
                 if start_figures is None and t >= warmup:
