@@ -152,7 +152,7 @@ def make_clip(folder: str, n: int, seconds: float, size: tuple[int, int]) -> str
     return path
 
 
-TRANSIENT = ("decoder", "gone")  # children that live one clip (or have just ended)
+TRANSIENT = ("decoder", "gone", "forking")  # children that live one clip, have just ended, or are not yet ffmpeg
 
 
 def proc_figures(pid: int) -> dict:
@@ -166,21 +166,26 @@ def proc_figures(pid: int) -> dict:
 
 
 def child_kind(pid: int) -> str:
-    """What a child of the station is, from its command line: the encoder, an output, a clip decoder."""
+    """What a child of the station is, from its command line: the encoder, an output, a clip decoder, or
+    "forking" (between fork and exec: a copy of its parent, whose shared pages its RSS counts again)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().decode(errors="replace").split("\0")
     except OSError:
         return "gone"
+    if not argv[0]:
+        return "gone"  # a zombie: ended, not yet waited for
     if "comfyui_webtv.nodes.broadcast.publish" in argv or any(a.endswith("publish.py") for a in argv):
         return "publisher"
-    if "-progress" in argv:
-        return "encoder"
+    if os.path.basename(argv[0]).startswith("python"):
+        return "forking"
     if "hls" in argv:
         return "hls"
+    if "-progress" in argv:
+        return "encoder"
     if "rawvideo" in argv or "s16le" in argv:
         return "decoder"
-    return " ".join(os.path.basename(a) for a in argv[:3] if a) or "other"
+    return "output"
 
 
 def get_json(url: str) -> dict | None:
