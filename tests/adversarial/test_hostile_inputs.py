@@ -476,6 +476,19 @@ def test_shot_writer_inputs(hostile, kwargs, name):
     refused(hostile, lambda: getattr(node, node.FUNCTION)(**args), name)
 
 
-def test_shot_writer_huge_theme_is_accepted_quickly(hostile):
-    result = write_shots("boat " * 20000, 2, "cinematic", 1, [])
+def test_shot_writer_huge_theme_reaches_the_local_model_bounded(hostile, tiny_env, monkeypatch):
+    """Point 11: a 100k-character theme (which ran the local LM past 180 s) reaches the model cut to
+    THEME_MAX_TOKENS per message; the template path alone could not show it (it never tokenizes)."""
+    from comfyui_webtv.nodes.prompts import instructions, tiny
+
+    theme = "boat " * 20000
+    lm = backends.LocalLM(tiny.NAME, max_new_tokens=2)
+    model, tokenizer = backends.load_local(lm.path)
+    assert len(tokenizer(theme)["input_ids"]) > 10 * backends.THEME_MAX_TOKENS  # far over the bound uncut
+    lengths, generate = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: lengths.append(kw["input_ids"].shape[1]) or generate(**kw))
+    messages = instructions.messages(theme, 2, "")
+    lm.complete(messages, 1)
+    assert lengths and lengths[0] <= len(messages) * backends.THEME_MAX_TOKENS + 64  # + the chat template's markers
+    result = write_shots(theme, 2, "cinematic", 1, [])  # and the template still writes the shots
     assert result.source == "template" and len(result.prompts) == 2
