@@ -103,7 +103,7 @@ BAD = {
     "odd width": (["--width", "33"], "--width"),
     "zero fps": (["--fps", "0"], "--fps"),
     "negative on-air": (["--on-air", "-2"], "--on-air"),
-    "http output": (["--rtmp", "http://127.0.0.1/app/stream"], "rtmp://"),
+    "not a streaming scheme": (["--rtmp", "ftp://127.0.0.1/app/stream"], "rtmp://"),
     "no host": (["--rtmp", "rtmp:///app/stream"], "--rtmp"),
     "port out of range": (["--rtmp", "rtmp://127.0.0.1:70000/app/stream"], "--rtmp"),
     "not a key variable": (["--rtmp", "rtmp://127.0.0.1/app/${HOME}"], "HOME"),
