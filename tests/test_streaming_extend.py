@@ -14,6 +14,8 @@ from comfyui_webtv.nodes.streaming.model import load_model
 from comfyui_webtv.nodes.diffusion import sampler as sampler_mod
 from comfyui_webtv.nodes.diffusion.sampler import decode_latents
 
+from .frame_pages import mapped_rss
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
@@ -110,20 +112,6 @@ def test_frame_store_threshold_is_a_setting():
     assert frames_mod.is_on_disk(frames_mod.new_frames(4, 8, 8, threshold_bytes=4 * 8 * 8 * 3 * 4 - 1))
 
 
-def mapped_rss(frames: torch.Tensor) -> int:
-    """Resident bytes of the mapping that holds ``frames``, as the kernel counts them (/proc/self/smaps)."""
-    address, inside = frames.data_ptr(), False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split()[0]
-            if "-" in head and not head.endswith(":"):
-                low, high = (int(x, 16) for x in head.split("-"))
-                inside = low <= address < high
-            elif inside and head == "Rss:":
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no mapping holds the frames")
-
-
 def test_released_frames_leave_the_process_and_keep_their_data(output_dir, tmp_path):
     frames = frames_mod.new_frames(64, 32, 32, on_disk=True)
     data = torch.rand(64, 32, 32, 3, generator=torch.Generator().manual_seed(0))
@@ -160,3 +148,30 @@ def test_extension_loop_keeps_no_finished_frames_mapped(model, monkeypatch, outp
         assert resident < 8 * frame
     else:
         assert resident >= 40 * frame
+
+
+@pytest.mark.parametrize("releasing", [True, False])
+def test_save_video_and_film_keep_no_disk_frames_resident(monkeypatch, output_dir, tmp_path, releasing):
+    """The stages after the loop read (Save Video) and write (FILM) a disk-backed video without keeping it."""
+    from comfyui_webtv.nodes.broadcast import mp4
+    from comfyui_webtv.nodes.film import interpolate, timing
+    from comfyui_webtv.nodes.film import tiny as film_tiny
+
+    if not releasing:  # as it was: every frame read or written stays in the RSS (shows the check can fail)
+        monkeypatch.setattr(mp4, "release", lambda frames: None)
+        monkeypatch.setattr(frames_mod, "release", lambda frames: None)
+    monkeypatch.setattr(frames_mod, "DISK_THRESHOLD_BYTES", 0)
+    video = frames_mod.new_frames(48, 64, 64)
+    video[:] = torch.rand(48, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    frames_mod.release(video)
+    frame = 64 * 64 * 3 * 4
+    mp4.write_mp4(video, str(tmp_path / "read.mp4"), 24.0, preset="ultrafast")
+    read = mapped_rss(video)
+    plan = timing.make_plan(timing.multiplier_times(24, 2), 24, "single_shot", True, 4)
+    frames_mod.release(video)
+    out = interpolate.interpolate(film_tiny.random_model(), video[:24], plan, batch_size=4)
+    assert frames_mod.is_on_disk(out) and out.shape[0] == 47
+    if releasing:  # at most the kernel's fault-around (64 KiB) beside the last frames touched
+        assert read < 8 * frame and mapped_rss(video) < 8 * frame and mapped_rss(out) < 8 * frame
+    else:
+        assert read >= 40 * frame and mapped_rss(video) >= 20 * frame and mapped_rss(out) >= 40 * frame

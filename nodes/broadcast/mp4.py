@@ -15,7 +15,7 @@ import torch
 from .. import host
 from ..common.ffmpeg import ffmpeg_exe, popen
 from ..common.files import atomic_path, check_writable
-from ..common.frames import check_image, to_uint8
+from ..common.frames import check_image, release, to_uint8
 from .keys import mask_addresses
 
 
@@ -128,7 +128,9 @@ def write_mp4(
             proc = popen(args, stdin=subprocess.PIPE, stderr=log)
             try:
                 for start in range(0, count, chunk_frames):
-                    proc.stdin.write(to_uint8(frames[start : start + chunk_frames]).tobytes())
+                    chunk = frames[start : start + chunk_frames]
+                    proc.stdin.write(to_uint8(chunk).tobytes())
+                    release(chunk)  # a disk-backed video is read once: its pages need not stay
                 proc.stdin.close()
             except BrokenPipeError:
                 pass  # ffmpeg stopped early; its log says why

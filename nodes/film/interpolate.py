@@ -159,6 +159,7 @@ def interpolate(
 
     def write_until(ready: Callable[[OutFrame], bool]) -> None:
         nonlocal written
+        first = written
         while written < len(plan.frames) and ready(plan.frames[written]):
             frame = plan.frames[written]
             if frame.needs_model:
@@ -168,6 +169,9 @@ def interpolate(
             written += 1
             if on_frame:
                 on_frame(1)
+        if written > first:  # disk-backed frames keep no page resident: those written, and the inputs passed
+            common_frames.release(out[first:written])
+            common_frames.release(images[: plan.frames[written - 1].pair])
 
     def frame_at(time: Fraction) -> torch.Tensor:
         if time.denominator == 1:
