@@ -188,6 +188,17 @@ def child_kind(pid: int) -> str:
     return "output"
 
 
+def resource_figures(start: dict, end: dict) -> dict:
+    """Descriptors, threads and ffmpeg processes at the start and the end of the measured time."""
+    return {
+        "fds_start_end": [start["fds"], end["fds"]],
+        "threads_start_end": [start["threads"], end["threads"]],
+        "fd_growth": end["fds"] - start["fds"],
+        "thread_growth": end["threads"] - start["threads"],
+        "ffmpeg_processes_start_end": [start["ffmpeg_processes"], end["ffmpeg_processes"]],
+    }
+
+
 def get_json(url: str) -> dict | None:
     import urllib.request
 
@@ -362,11 +373,7 @@ def station(args, seconds: float) -> dict:
             "rss_growth_children_mb_per_hour": {k: round(slope_per_hour(steady(v)), 2) for k, v in sorted(by_kind.items())},
             "rss_mb_python_start_end": [round(v, 1) for v in (steady(samples["py"]) or samples["py"])[0][1:] + samples["py"][-1][1:]],
             "rss_mb_children_start_end": [round(v, 1) for v in (steady(samples["ff"]) or samples["ff"])[0][1:] + samples["ff"][-1][1:]],
-            "fds_start_end": [start_figures["fds"], end_figures["fds"]],
-            "threads_start_end": [start_figures["threads"], end_figures["threads"]],
-            "fd_growth": end_figures["fds"] - start_figures["fds"],
-            "thread_growth": end_figures["threads"] - start_figures["threads"],
-            "ffmpeg_processes_start_end": [start_figures["ffmpeg_processes"], end_figures["ffmpeg_processes"]],
+            **resource_figures(start_figures, end_figures),
             "deleted_while_queued": len(violations),
             "run_stopped_on_ctrl_c": summary is not None and run.returncode in (0, 130),
         }
@@ -480,11 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
             "rss_growth_mb_per_hour": round(py + ff, 2),
             "rss_growth_python_mb_per_hour": round(py, 2),
             "rss_growth_ffmpeg_mb_per_hour": round(ff, 2),
-            "fds_start_end": [start_figures["fds"], end_figures["fds"]],
-            "threads_start_end": [start_figures["threads"], end_figures["threads"]],
-            "fd_growth": end_figures["fds"] - start_figures["fds"],
-            "thread_growth": end_figures["threads"] - start_figures["threads"],
-            "ffmpeg_processes_start_end": [start_figures["ffmpeg_processes"], end_figures["ffmpeg_processes"]],
+            **resource_figures(start_figures, end_figures),
             "deleted_while_queued": len(violations),
         }
     print(json.dumps(result), flush=True)
