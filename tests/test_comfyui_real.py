@@ -400,8 +400,10 @@ def test_models_go_through_model_management_and_free_unloads_them(comfyui, tmp_p
     # ComfyUI offloads every model to make room for another: ours leave the device, and the Zeroscope models
     # (held by ComfyUI too, as its loader nodes' outputs) stay cached and alive (the next run's
     # load_models_gpu moves them back, nothing is read from disk).
-    zeroscope = [k for k in during["cache"] if "zeroscope" in k.lower()]
-    assert zeroscope, during
+    # Only this workflow's models: a model an earlier prompt loaded is no longer held by ComfyUI, and goes.
+    names = {n["inputs"]["model_name"] for n in api.values() if n["class_type"] == "ZeroscopeLoader"}
+    zeroscope = [k for k in during["cache"] if any(f"/{name}'" in k for name in names)]
+    assert len(zeroscope) == len(names) == 2, during
     _post(comfyui.url + "/webtv_test/offload", {})
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:

@@ -28,24 +28,21 @@ T = TypeVar("T")
 
 class _Entry:
     """A cached model, its stamp, and (inside ComfyUI) one ModelPatcher per module, made on first use.
-    Offloaded by model management, the model is held only weakly (a tuple, which cannot be, for good)."""
+    Offloaded by model management, the model is held only weakly."""
 
     def __init__(self, key: Hashable, stamp: Hashable, model: object):
         self.key, self.stamp, self.strong = key, stamp, model
-        try:
-            self.weak = weakref.ref(model)
-        except TypeError:
-            self.weak = None
+        self.weak = weakref.ref(model)
         self.patchers: dict[int, object] = {}
 
     def model(self) -> object | None:
         """The model, held again if it is still alive; None once it was freed."""
-        if self.strong is None and self.weak is not None:
+        if self.strong is None:
             self.strong = self.weak()
         return self.strong
 
     def alive(self) -> bool:
-        return self.strong is not None or (self.weak is not None and self.weak() is not None)
+        return self.strong is not None or self.weak() is not None
 
 
 _cache: dict[Hashable, _Entry] = {}
@@ -68,11 +65,9 @@ def path_stamp(path: str) -> tuple:
 
 
 def _roots(model: object) -> list[torch.nn.Module]:
-    """The torch modules a cached model is made of (itself, its ``modules()``, or the modules in a tuple)."""
+    """The torch modules a cached model is made of (itself, or its ``modules()``)."""
     if isinstance(model, torch.nn.Module):
         return [model]
-    if isinstance(model, (tuple, list)):
-        return [m for m in model if isinstance(m, torch.nn.Module)]
     parts = getattr(model, "modules", None)
     return [m for m in parts() if isinstance(m, torch.nn.Module)] if callable(parts) else []
 
@@ -125,7 +120,7 @@ def _forget(entry_ref: "weakref.ref[_Entry]", patcher_ref: weakref.ref) -> None:
                 del _cache[entry.key]
                 return
             entry.patchers = {k: p for k, p in entry.patchers.items() if host.is_loaded(p)}
-            if not entry.patchers and entry.weak is not None:
+            if not entry.patchers:
                 entry.strong = None
 
     threading.Thread(target=release, name="webtv-model-release", daemon=True).start()

@@ -195,15 +195,28 @@ class OpenAIChat:
         return content
 
 
-def load_local(path: str):
-    """(model, tokenizer) of a transformers causal LM folder, cached across runs."""
+class LoadedLM:
+    """A causal LM and its tokenizer, cached as one object that unpacks as ``model, tokenizer``. Not a tuple:
+    the cache can hold it weakly once ComfyUI offloads it, so "Unload models" frees it afterwards too."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def modules(self) -> list:
+        return [self.model]
+
+    def __iter__(self):
+        return iter((self.model, self.tokenizer))
+
+
+def load_local(path: str) -> LoadedLM:
+    """The transformers causal LM in folder ``path``, cached across runs."""
 
     def load():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
-        return model, tokenizer
+        return LoadedLM(AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer)
 
     return cached(("llm", path), load, path_stamp(path))
 
