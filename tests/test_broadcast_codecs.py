@@ -474,15 +474,17 @@ def test_av1_output_rejoins_at_a_keyframe_after_its_publisher_dies(playlist, tmp
         mode="clips", width=160, height=96, fps=float(FPS), video_kbps=400, audio_kbps=64, sample_rate="48000",
         keyframe_seconds=1.0, preset="ultrafast", retry_max_seconds=1.0,
     )
-    wait_for(lambda s: all(o["state"] == "live" for o in s["outputs"]), "both outputs live")
-    time.sleep(2.0)  # a few keyframes into the stream
+    state = wait_for(lambda s: all(o["state"] == "live" for o in s["outputs"]) and s["encoder"]["frame"], "both outputs live")
+    encoded = state["encoder"]["frame"]
+    wait_for(lambda s: (s["encoder"]["frame"] or 0) >= encoded + 2 * FPS, "a few keyframes into the stream")
     publishers = [p for p in psutil.Process().children(recursive=True) if PUBLISHER in p.cmdline()]
     assert len(publishers) == 1
     publishers[0].kill()
     receiver.wait()  # the first session ended with its publisher
     receiver = Listener(f"rtmp://127.0.0.1:{port}/live/test", second, "flv")
     state = wait_for(lambda s: s["outputs"][0]["reconnects"] >= 1 and s["outputs"][0]["state"] == "live", "the rejoin")
-    time.sleep(2.0)
+    sent = state["outputs"][0]["bytes_sent"]
+    wait_for(lambda s: s["outputs"][0]["bytes_sent"] >= sent + 50_000, "a second of the new session sent")  # 400 kbit/s
     final = json.loads(ChannelStop().stop("codecs")["result"][0])
     receiver.wait()
     assert state["sessions"] == 1 and final["sessions"] == 1, "the encoder kept running: only the output restarted"
