@@ -280,6 +280,16 @@ def analyse(path: str) -> Stream:
     )
 
 
+def cmdline(pid: int) -> list[str]:
+    """A child's command line, or [] once it has ended (a zombie not yet reaped, or gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return []
+
+
 def channel_ffmpegs() -> list[int]:
     """The channel's children under this test process: ffmpeg processes (the pack's ffmpeg binary) and RTMP publishers."""
     import psutil

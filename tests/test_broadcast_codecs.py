@@ -25,7 +25,7 @@ from comfyui_webtv.nodes.broadcast.keys import check_output_url, mask_addresses
 from comfyui_webtv.nodes.broadcast.nodes import ChannelStatus, ChannelStop, FFConcatPlaylist, RTMPChannel
 from comfyui_webtv.nodes.common.ffmpeg import ffmpeg_exe
 
-from .rtmp_server import channel_ffmpegs, free_port, make_clip, need
+from .rtmp_server import channel_ffmpegs, cmdline, free_port, make_clip, need
 
 FPS = 24
 CLIP_S = 1.0
@@ -477,7 +477,7 @@ def test_av1_output_rejoins_at_a_keyframe_after_its_publisher_dies(playlist, tmp
     state = wait_for(lambda s: all(o["state"] == "live" for o in s["outputs"]) and s["encoder"]["frame"], "both outputs live")
     encoded = state["encoder"]["frame"]
     wait_for(lambda s: (s["encoder"]["frame"] or 0) >= encoded + 2 * FPS, "a few keyframes into the stream")
-    publishers = [p for p in psutil.Process().children(recursive=True) if PUBLISHER in p.cmdline()]
+    publishers = [p for p in psutil.Process().children(recursive=True) if PUBLISHER in cmdline(p.pid)]
     assert len(publishers) == 1
     publishers[0].kill()
     receiver.wait()  # the first session ended with its publisher

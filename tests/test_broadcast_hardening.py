@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 
-import psutil
 import pytest
 
 from comfyui_webtv.nodes.broadcast import channel as channels
@@ -24,7 +23,7 @@ from comfyui_webtv.nodes.broadcast.playlist import Entry, live_copy, quote, read
 from comfyui_webtv.nodes.broadcast.preview import MAX_CONNECTIONS, PreviewServer
 from comfyui_webtv.nodes.common.ffmpeg import run_ffmpeg
 
-from .rtmp_server import channel_ffmpegs, make_clip
+from .rtmp_server import channel_ffmpegs, cmdline, make_clip
 
 # Key formats as the services hand them out (fixed strings, not derived from the code under test).
 FACEBOOK_KEY = "FB-1234567890123456-0-AbCdEfGhIjKlMnOpQrSt"
@@ -257,7 +256,7 @@ def test_frozen_encoder_is_not_live_and_hls_bytes_are_counted(one_clip_playlist)
     _start(one_clip_playlist)
     _wait(lambda: _status()["state"] == "live", 20, "live")
     _wait(lambda: _status()["outputs"][0]["bytes_sent"] > 0, 10, "HLS bytes counted")
-    encoder = next(p for p in channel_ffmpegs() if "libx264" in psutil.Process(p).cmdline())
+    encoder = next(p for p in channel_ffmpegs() if "libx264" in cmdline(p))
     os.kill(encoder, signal.SIGSTOP)
     try:
         _wait(lambda: _status()["outputs"][0]["state"] == "stalled", 15, "the preview to stall")

@@ -17,7 +17,7 @@ import pytest
 from comfyui_webtv.nodes.broadcast import channel as channels
 from comfyui_webtv.nodes.broadcast.nodes import ChannelAppend, ChannelStatus, ChannelStop, FFConcatPlaylist, RTMPChannel
 
-from .rtmp_server import Nginx, TlsProxy, analyse, channel_ffmpegs, make_clip
+from .rtmp_server import Nginx, TlsProxy, analyse, channel_ffmpegs, cmdline, make_clip
 
 FPS = 24
 CLIP_S = 1.5
@@ -156,8 +156,6 @@ def test_channel_survives_a_server_restart(nginx, clips):
 
 def test_one_encode_feeds_rtmp_and_rtmps_independently(nginx, clips, tmp_path, monkeypatch):
     """Two servers, one over TLS: one encoder; a crash of one server leaves the other's stream untouched."""
-    import psutil
-
     other = Nginx(str(tmp_path / "nginx-b"))
     other.start()
     proxy = TlsProxy(other.root, other.port)
@@ -165,7 +163,7 @@ def test_one_encode_feeds_rtmp_and_rtmps_independently(nginx, clips, tmp_path, m
     try:
         start_channel(playlist_of(clips["red"], clips["lime"], clips["blue"]), f"{nginx.url('a')}\nrtmps://127.0.0.1:{proxy.port}/live/b")
         wait_for(lambda: [o["state"] for o in status()["outputs"]] == ["live", "live"], 10, "both outputs live")
-        encoders = [p for p in channel_ffmpegs() if "libx264" in psutil.Process(p).cmdline()]
+        encoders = [p for p in channel_ffmpegs() if "libx264" in cmdline(p)]
         assert len(encoders) == 1 and proxy.handshakes >= 1
         other.kill()
         wait_for(lambda: status()["outputs"][1]["state"] != "live", 5, "the rtmps output to notice")
@@ -248,11 +246,11 @@ def test_stream_key_is_on_no_command_line(nginx, clips, monkeypatch):
     for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
+                argv = f.read()
         except OSError:
             continue  # ended meanwhile
         seen += 1
-        assert key.encode() not in cmdline, f"the stream key is on the command line of process {pid}"
+        assert key.encode() not in argv, f"the stream key is on the command line of process {pid}"
     assert seen > len(children)
     assert key not in json.dumps(status())
     ChannelStop().stop("test")
