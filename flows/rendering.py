@@ -116,7 +116,6 @@ def parse_grid(text: str) -> list[tuple[str, list]]:
 def ensure_models(models_dir: str, required: list, tiny_dir: str) -> tuple[str, bool]:
     """``(folder, tiny)``: ``models_dir`` when it holds every ``[kind, name]`` in ``required``, else
     ``tiny_dir`` with tiny random models (made once, atomically, so parallel tasks can share it)."""
-    from comfyui_webtv.cli.tiny import make_tiny_models
     from comfyui_webtv.nodes import host
 
     def complete(folder: str) -> bool:
@@ -126,6 +125,8 @@ def ensure_models(models_dir: str, required: list, tiny_dir: str) -> tuple[str, 
     if complete(models_dir):
         return os.path.abspath(models_dir), False
     if not complete(tiny_dir):
+        from comfyui_webtv.cli.tiny import make_tiny_models  # every stage's architecture: imported only when needed
+
         scratch = tempfile.mkdtemp(prefix=os.path.basename(tiny_dir) + TINY_SUFFIX, dir=os.path.dirname(os.path.abspath(tiny_dir)))
         make_tiny_models(scratch)
         try:
