@@ -8,8 +8,6 @@ import math
 import pytest
 import torch
 
-from comfyui_webtv import NODE_CLASS_MAPPINGS
-
 from .test_hostile_other_nodes import call
 from .test_hostile_inputs import refused
 
