@@ -12,9 +12,11 @@ import asyncio
 import io
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import av
 import pytest
@@ -43,13 +45,22 @@ def playlist(output_dir):
 class Listener:
     """ffmpeg waiting for one incoming stream and copying it into ``path`` (the bundled 9.x, which has SRT).
 
-    The channel first checks that an RTMP server accepts TCP connections, which ends an ffmpeg
-    ``-listen 1`` with a failed handshake, so a listener that ends having received nothing starts again.
+    The channel first checks that an RTMP server accepts TCP connections. That check would end an
+    ffmpeg ``-listen 1`` with a failed handshake, and while it starts again the channel's real connection
+    can be refused, in step, retry after retry. So for RTMP a relay takes the port: a connection that
+    closes without a byte is the check and goes no further; a publisher is relayed to ffmpeg. A listener
+    that still ends having received nothing starts again.
     """
 
     def __init__(self, source: str, path: str, fmt: str):
+        self.relay = None
+        if source.startswith("rtmp:"):
+            url = urllib.parse.urlsplit(source)
+            inner = free_port()
+            self.relay = _Relay(url.port, inner)
+            source = url._replace(netloc=f"127.0.0.1:{inner}").geturl()
         self.cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-        self.cmd += (["-listen", "1"] if source.startswith("rtmp:") else []) + ["-i", source, "-c", "copy", "-f", fmt, path]
+        self.cmd += (["-listen", "1"] if self.relay else []) + ["-i", source, "-c", "copy", "-f", fmt, path]
         self.path, self.errors, self._stop = path, [], threading.Event()
         self.proc = subprocess.Popen(self.cmd, stderr=subprocess.PIPE)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -70,6 +81,71 @@ class Listener:
         if self._thread.is_alive():
             self.proc.kill()
             self._thread.join(10)
+        if self.relay:
+            self.relay.close()
+
+    def kill(self) -> None:
+        """End the listener now (a test that failed)."""
+        self._stop.set()
+        self.proc.kill()
+        self.wait(10)
+
+
+class _Relay:
+    """Accepts on ``port``; relays a connection that sends data to ``inner``, drops one that closes silently."""
+
+    def __init__(self, port: int, inner: int):
+        self.inner, self.sock = inner, socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            first = conn.recv(65536)
+            if not first:
+                return  # the channel's reachability check
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.inner))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        return
+                    time.sleep(0.05)
+            with upstream:
+                upstream.sendall(first)
+                back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
+                back.start()
+                _pump(conn, upstream)
+                back.join(30)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(), so the port is free at once
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
 def run_channel(playlist: str, url: str, codec: str, *receivers, while_live=None) -> dict:
@@ -86,6 +162,9 @@ def run_channel(playlist: str, url: str, codec: str, *receivers, while_live=None
             break
         time.sleep(0.1)
     else:
+        ChannelStop().stop("codecs")
+        for receiver in receivers:
+            receiver.kill()
         pytest.fail(f"the channel did not go live: {json.dumps(state)}; receivers: {[r.errors for r in receivers]}")
     if while_live:
         while_live(state)
